@@ -1,0 +1,51 @@
+"""The `kvmio` command: lab management, fio result inspection, baselines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pytest_kvmio import __version__
+
+
+class CommandError(Exception):
+    """A failure the user can act on; printed without a traceback, exit code 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every `kvmio` subcommand."""
+    parser = argparse.ArgumentParser(prog="kvmio", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kvmio {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from pytest_kvmio.lab import cli as lab_cli
+
+    lab_cli.add_parser(sub)
+
+    from pytest_kvmio import fio_cli
+
+    fio_cli.add_parser(sub)
+
+    from pytest_kvmio import baseline_cli
+
+    baseline_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `kvmio`; each subparser sets `func(args) -> int`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"kvmio {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"kvmio {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
