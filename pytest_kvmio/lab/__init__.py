@@ -1,0 +1,1 @@
+"""The kvmio lab: this machine as a small libvirt + QEMU hypervisor with seeded misconfigurations."""

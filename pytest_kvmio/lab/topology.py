@@ -1,0 +1,196 @@
+"""Declare the lab: images, domains with seeded misconfigurations, and offline XML files.
+
+Each misconfiguration is written down once, here; the XML (xmlgen.py) and the expected
+findings (manifest.py) are both derived from these specs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+IMAGE_MIB = 256
+VCPUS = 2
+MEMORY_MIB = 768
+MACHINE = "q35"  # libvirt 9.0 / QEMU 7.2 expand it to pc-q35-7.2 (>= 5.2: queues default = vCPUs)
+SCRATCH_SERIAL = "kvmio-scratch-0"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image file; `alloc` is how it is laid out on the host filesystem."""
+
+    name: str
+    fmt: str  # raw | qcow2
+    alloc: str  # prealloc (raw, fallocate) | sparse (raw, truncate) | thin (qcow2) | full (qcow2 preallocation=full)
+    size_mib: int = IMAGE_MIB
+
+    @property
+    def sparse(self) -> bool:
+        """Whether qemu-img's actual-size is below the virtual size (thin or sparse)."""
+        return self.alloc in ("sparse", "thin")
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.{'qcow2' if self.fmt == 'qcow2' else 'raw'}"
+
+
+@dataclass(frozen=True)
+class ScsiController:
+    """A virtio-scsi controller (index 0)."""
+
+    queues: int | None = None
+    iothread: int | None = None
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """One `<disk>` of a domain; None means the attribute is left out of the XML."""
+
+    target: str
+    image: ImageSpec
+    serial: str
+    bus: str = "virtio"  # virtio | scsi
+    cache: str | None = None
+    io: str | None = None
+    discard: str | None = None
+    iothread: int | None = None
+    queues: int | None = None
+    guest_scheduler: str = "none"  # what the guest init leaves (kvmio.sched= knob when not none)
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """One lab domain (or offline XML file) and what is wrong with it, on purpose."""
+
+    name: str
+    purpose: str
+    disks: tuple[DiskSpec, ...]
+    running: bool = True
+    vcpus: int = VCPUS
+    vcpu_cpuset: str | None = None
+    vcpupin: dict[int, str] = field(default_factory=dict)
+    iothreads: int = 0
+    iothreadpin: dict[int, str] = field(default_factory=dict)
+    scsi: ScsiController | None = None
+    machine: str = MACHINE
+    offline_file: str | None = None  # set: written to offline/, never defined in libvirt
+
+    def controller_of(self, disk: DiskSpec) -> ScsiController | None:
+        return self.scsi if disk.bus == "scsi" else None
+
+
+def _img(name: str, fmt: str, alloc: str) -> ImageSpec:
+    return ImageSpec(name=name, fmt=fmt, alloc=alloc)
+
+
+GOOD_DATA = _img("good-data", "raw", "prealloc")
+GOOD_SCRATCH = _img("good-scratch", "raw", "prealloc")
+GOOD_SCSI = _img("good-scsi", "raw", "prealloc")
+LEGACY_THIN = _img("legacy-thin", "qcow2", "thin")
+LEGACY_SCRATCH = _img("legacy-scratch", "raw", "sparse")
+LEGACY_FULL = _img("legacy-full", "qcow2", "full")
+PINNING_FULL = _img("pinning-full", "qcow2", "full")
+PINNING_DATA = _img("pinning-data", "raw", "prealloc")
+PINNING_SCSI = _img("pinning-scsi", "raw", "sparse")
+OVERLAP_DATA = _img("overlap-data", "raw", "sparse")
+
+
+
+def _compliant(target: str, image: ImageSpec, serial: str) -> DiskSpec:
+    """Return the recommended virtio-blk disk: io_uring, cache none, discard, iothread 1, queues = vCPUs."""
+    return DiskSpec(target, image, serial, cache="none", io="io_uring", discard="unmap", iothread=1,
+                    queues=VCPUS)
+
+
+DOMAINS: tuple[DomainSpec, ...] = (
+    DomainSpec(
+        name="kvmio-lab-good",
+        purpose="compliant: io_uring, cache none, raw preallocated, pinned iothread, queues = vCPUs",
+        vcpupin={0: "0", 1: "0"},
+        iothreads=1,
+        iothreadpin={1: "1"},
+        scsi=ScsiController(queues=VCPUS, iothread=1),
+        disks=(
+            _compliant("vdb", GOOD_DATA, "kvmio-good-data"),
+            _compliant("vdc", GOOD_SCRATCH, SCRATCH_SERIAL),
+            DiskSpec("sda", GOOD_SCSI, "kvmio-good-scsi", bus="scsi", cache="none", io="io_uring",
+                     discard="unmap"),
+        ),
+    ),
+    DomainSpec(
+        name="kvmio-lab-legacy",
+        purpose="legacy template: no iothreads, native on thin qcow2, writethrough/threads single queue, "
+        "cache unsafe, mq-deadline left in the guest",
+        disks=(
+            # native AIO on a thin qcow2 without discard; queues absent (QEMU default = vCPUs)
+            DiskSpec("vdb", LEGACY_THIN, "kvmio-legacy-native", cache="none", io="native",
+                     guest_scheduler="mq-deadline"),
+            # old-style scratch disk: host page cache, thread pool, one queue for two vCPUs
+            DiskSpec("vdc", LEGACY_SCRATCH, SCRATCH_SERIAL, cache="writethrough", io="threads", queues=1),
+            DiskSpec("vdd", LEGACY_FULL, "kvmio-legacy-unsafe", cache="unsafe", io="threads", queues=VCPUS),
+        ),
+    ),
+    DomainSpec(
+        name="kvmio-lab-pinning",
+        purpose="iothreads unpinned / pinned onto unpinned vCPUs, io_uring without cache mode, "
+        "queues above vCPUs, virtio-scsi controller without iothread and single queue",
+        iothreads=2,
+        iothreadpin={2: "1"},  # iothread 1 unpinned; vCPUs unpinned, so iothread 2 overlaps them
+        scsi=ScsiController(queues=1, iothread=None),
+        disks=(
+            DiskSpec("vdb", PINNING_FULL, "kvmio-pinning-nocache", io="io_uring", discard="unmap",
+                     iothread=1, queues=VCPUS),
+            DiskSpec("vdc", PINNING_DATA, "kvmio-pinning-queues4", cache="none", io="io_uring",
+                     discard="unmap", iothread=2, queues=4),
+            DiskSpec("sda", PINNING_SCSI, "kvmio-pinning-scsi", bus="scsi", cache="none", io="threads",
+                     discard="unmap"),
+        ),
+    ),
+    DomainSpec(
+        name="kvmio-lab-overlap",
+        purpose="defined, not running: iothread pinned onto a CPU a vCPU may use (via <vcpu cpuset>)",
+        running=False,
+        vcpu_cpuset="1",
+        vcpupin={0: "0"},  # vCPU 1 falls back to <vcpu cpuset='1'>
+        iothreads=1,
+        iothreadpin={1: "1"},
+        disks=(
+            DiskSpec("vdb", OVERLAP_DATA, "kvmio-overlap-data", cache="none", io="threads",
+                     discard="unmap", iothread=1, queues=VCPUS),
+        ),
+    ),
+)
+
+OFFLINE: tuple[DomainSpec, ...] = (
+    DomainSpec(
+        name="kvmio-lab-offline-uring",
+        purpose="io='uring' typo (libvirt rejects it at define time)",
+        running=False,
+        offline_file="kvmio-lab-offline-uring.xml",
+        vcpupin={0: "0", 1: "0"},
+        iothreads=1,
+        iothreadpin={1: "1"},
+        disks=(DiskSpec("vdb", GOOD_DATA, "kvmio-offline-uring", cache="none", io="uring",
+                        discard="unmap", iothread=1, queues=VCPUS),),
+    ),
+    DomainSpec(
+        name="kvmio-lab-offline-native-writeback",
+        purpose="io='native' with cache='writeback' (libvirt rejects it at define time)",
+        running=False,
+        offline_file="kvmio-lab-offline-native-writeback.xml",
+        vcpupin={0: "0", 1: "0"},
+        iothreads=1,
+        iothreadpin={1: "1"},
+        disks=(DiskSpec("vdb", GOOD_DATA, "kvmio-offline-native", cache="writeback", io="native",
+                        discard="unmap", iothread=1, queues=VCPUS),),
+    ),
+)
+
+
+def images() -> list[ImageSpec]:
+    """Return every image the defined domains use, once each."""
+    seen: dict[str, ImageSpec] = {}
+    for dom in DOMAINS:
+        for disk in dom.disks:
+            seen.setdefault(disk.image.name, disk.image)
+    return list(seen.values())
