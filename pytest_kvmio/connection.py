@@ -1,0 +1,116 @@
+"""Host specs, libvirt URIs and read-only libvirt connections (libvirt imported lazily)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+LOCAL_URI = "qemu:///system"
+REMOTE_URI_TEMPLATE = "qemu+ssh://{host}/system{query}"
+
+
+class HostUnreachable(Exception):
+    """A host or its libvirt daemon did not answer; the message says which and how to fix."""
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One `--host` value: a display name, a testinfra spec and the parts of its address."""
+
+    raw: str
+    name: str
+    testinfra_spec: str
+    is_local: bool
+    hostname: str | None = None
+    user: str | None = None
+    port: int | None = None
+    keyfile: str | None = None
+
+    def libvirt_uri(self, template: str | None) -> str:
+        """Return the libvirt URI for this host from `--libvirt-uri` (a template) or the default."""
+        if template is None:
+            template = LOCAL_URI if self.is_local else REMOTE_URI_TEMPLATE
+        host = self.hostname or ""
+        if self.user:
+            host = f"{self.user}@{host}"
+        if self.port:
+            host = f"{host}:{self.port}"
+        query = "?" + urlencode({"keyfile": self.keyfile}) if self.keyfile else ""
+        return template.format(
+            host=host,
+            hostname=self.hostname or "",
+            user=self.user or "",
+            port=self.port or "",
+            keyfile=self.keyfile or "",
+            query=query,
+            name=self.name,
+        )
+
+
+def parse_host_spec(raw: str) -> HostSpec:
+    """Read `local`, `hv01`, `root@hv01:2222` or any testinfra spec (`ssh://...`, `paramiko://...`)."""
+    text = raw.strip()
+    if not text:
+        raise ValueError("empty host name")
+    if text in ("local", "localhost", "local://"):
+        return HostSpec(raw=raw, name="local", testinfra_spec="local://", is_local=True)
+    spec = text if "://" in text else f"ssh://{text}"
+    parts = urlsplit(spec)
+    if parts.scheme == "local":
+        return HostSpec(raw=raw, name="local", testinfra_spec="local://", is_local=True)
+    if not parts.hostname:
+        raise ValueError(f"{raw!r} names no host; expected e.g. hv01, root@hv01:22 or ssh://hv01")
+    query = parse_qs(parts.query)
+    keyfile = query.get("ssh_identity_file", [None])[0]
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{raw!r}: port is not a number") from None
+    name = parts.hostname if port in (None, 22) else f"{parts.hostname}:{port}"
+    return HostSpec(
+        raw=raw,
+        name=name,
+        testinfra_spec=spec,
+        is_local=False,
+        hostname=parts.hostname,
+        user=parts.username,
+        port=port,
+        keyfile=keyfile,
+    )
+
+
+_handler_lock = threading.Lock()
+_handler_set = False
+
+
+def libvirt_module() -> ModuleType:
+    """Import libvirt-python on first use so offline linting needs no libvirt C library."""
+    global _handler_set
+    try:
+        import libvirt
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise HostUnreachable(
+            f"libvirt-python is not importable ({exc}); install it (pip install libvirt-python,"
+            " which needs apt packages libvirt-dev and pkg-config) or lint offline with --domain-xml"
+        ) from None
+    with _handler_lock:
+        if not _handler_set:
+            # libvirt prints every error to stderr by default; ours carry the message instead.
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+            _handler_set = True
+    return libvirt
+
+
+def open_readonly(uri: str, *, host: str) -> Any:
+    """Open a read-only libvirt connection; raise HostUnreachable naming host and URI."""
+    libvirt = libvirt_module()
+    try:
+        return libvirt.openReadOnly(uri)
+    except libvirt.libvirtError as exc:
+        raise HostUnreachable(
+            f"{host}: cannot connect to libvirt at {uri}: {exc.get_error_message()}; "
+            "check that libvirtd runs there and that --libvirt-uri is right"
+        ) from None

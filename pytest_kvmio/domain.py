@@ -1,0 +1,435 @@
+"""The parts of libvirt domain XML that storage rules look at, parsed with lxml."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from pytest_kvmio.cpuset import format_cpuset, parse_cpuset
+from pytest_kvmio.versions import Version
+
+VALID_IO_MODES = ("threads", "native", "io_uring")
+#: QEMU's cache mode when libvirt's <driver> names none.
+QEMU_DEFAULT_CACHE = "writeback"
+_MACHINE_VERSION = re.compile(r"-(\d+)\.(\d+)$")
+
+
+class DomainXMLError(ValueError):
+    """Domain XML that cannot be read; the message names the source and the element."""
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """Allocation of a disk's backing image as the host sees it (`qemu-img info`)."""
+
+    path: str
+    format: str | None
+    virtual_size: int | None
+    actual_size: int | None
+    is_block_device: bool = False
+    error: str | None = None
+
+    @property
+    def sparse(self) -> bool | None:
+        """Return True when less is allocated than the guest sees; None when unknown."""
+        if self.is_block_device:
+            return False
+        if self.error or self.virtual_size is None or self.actual_size is None:
+            return None
+        return self.actual_size < self.virtual_size
+
+    def describe(self) -> str:
+        """Say how much of the image is allocated, for failure messages."""
+        if self.error:
+            return f"{self.path}: allocation unknown ({self.error})"
+        if self.is_block_device:
+            return f"{self.path} is a block device"
+        return (
+            f"{self.format or 'image'} {self.path}: allocated {_size(self.actual_size)}"
+            f" of {_size(self.virtual_size)}"
+        )
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
+class Controller:
+    """A `<controller>`; storage rules care about virtio-scsi queues and iothread."""
+
+    type: str
+    index: int
+    model: str | None
+    queues: int | None
+    iothread: int | None
+
+    @property
+    def is_virtio_scsi(self) -> bool:
+        return self.type == "scsi" and self.model == "virtio-scsi"
+
+
+@dataclass(repr=False)
+class Disk:
+    """One `<disk>` of a domain, with the domain it belongs to."""
+
+    domain: Domain
+    type: str
+    device: str
+    target: str
+    bus: str | None
+    driver_name: str | None = None
+    format: str | None = None
+    cache: str | None = None
+    io: str | None = None
+    discard: str | None = None
+    detect_zeroes: str | None = None
+    iothread: int | None = None
+    queues: int | None = None
+    source_file: str | None = None
+    source_dev: str | None = None
+    source_protocol: str | None = None
+    source_name: str | None = None
+    serial: str | None = None
+    readonly: bool = False
+    address: dict[str, str] | None = None
+    image: ImageFacts | None = None
+
+    def __repr__(self) -> str:
+        return f"Disk({self.id})"
+
+    @property
+    def name(self) -> str:
+        """Return the libvirt target name (`vdb`); guests may name the device differently."""
+        return self.target
+
+    @property
+    def id(self) -> str:
+        return f"{self.domain.id}/{self.target}"
+
+    @property
+    def source(self) -> str | None:
+        """Return the path or network name that backs the disk."""
+        if self.source_file or self.source_dev:
+            return self.source_file or self.source_dev
+        if self.source_protocol:
+            return f"{self.source_protocol}:{self.source_name or ''}"
+        return None
+
+    @property
+    def effective_cache(self) -> str:
+        """Return the cache mode QEMU uses (libvirt leaves it to QEMU when absent)."""
+        return self.cache or QEMU_DEFAULT_CACHE
+
+    @property
+    def is_virtio_blk(self) -> bool:
+        return self.bus == "virtio"
+
+    @property
+    def controller(self) -> Controller | None:
+        """Return the controller a SCSI/SATA disk hangs off, by its `<address controller>`."""
+        if self.bus not in ("scsi", "sata", "ide", "usb"):
+            return None
+        wanted = int((self.address or {}).get("controller", "0"))
+        ctype = "scsi" if self.bus == "scsi" else self.bus
+        for ctl in self.domain.controllers:
+            if ctl.type == ctype and ctl.index == wanted:
+                return ctl
+        return None
+
+    @property
+    def is_virtio_scsi(self) -> bool:
+        ctl = self.controller
+        return self.bus == "scsi" and ctl is not None and ctl.is_virtio_scsi
+
+    @property
+    def is_storage(self) -> bool:
+        """Return True for disks that carry data (not cdrom/floppy)."""
+        return self.device in ("disk", "lun")
+
+    def describe_allocation(self) -> str:
+        """Say what is known about the backing image, for failure messages."""
+        if self.image is None:
+            return f"{self.id}: image allocation unknown"
+        return f"{self.id}: {self.image.describe()}"
+
+    def facts(self) -> dict[str, Any]:
+        """Return the disk's configuration as plain values (for verdicts and reports)."""
+        out: dict[str, Any] = {
+            "type": self.type,
+            "device": self.device,
+            "bus": self.bus,
+            "format": self.format,
+            "cache": self.cache,
+            "io": self.io,
+            "discard": self.discard,
+            "iothread": self.iothread,
+            "queues": self.queues,
+            "source": self.source,
+            "serial": self.serial,
+            "vcpus": self.domain.vcpus,
+        }
+        if self.image is not None:
+            out["image"] = {
+                "format": self.image.format,
+                "virtual_size": self.image.virtual_size,
+                "actual_size": self.image.actual_size,
+                "sparse": self.image.sparse,
+                "error": self.image.error,
+            }
+        ctl = self.controller
+        if ctl is not None:
+            out["controller"] = {"model": ctl.model, "queues": ctl.queues, "iothread": ctl.iothread}
+        return out
+
+
+@dataclass(repr=False)
+class Domain:
+    """A libvirt domain: its disks, controllers, vCPUs, IOThreads and CPU pinning."""
+
+    name: str
+    host: str
+    source: str
+    xml: str
+    type: str | None = None
+    machine: str | None = None
+    vcpus: int = 1
+    max_vcpus: int = 1
+    vcpu_cpuset: frozenset[int] | None = None
+    iothread_ids: tuple[int, ...] = ()
+    vcpu_pins: dict[int, frozenset[int]] = field(default_factory=dict)
+    iothread_pins: dict[int, frozenset[int]] = field(default_factory=dict)
+    emulator_pin: frozenset[int] | None = None
+    controllers: list[Controller] = field(default_factory=list)
+    disks: list[Disk] = field(default_factory=list)
+    running: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"Domain({self.id})"
+
+    @property
+    def id(self) -> str:
+        return f"{self.host}/{self.name}"
+
+    @property
+    def machine_version(self) -> tuple[int, int] | None:
+        """Return (major, minor) of a versioned machine type like `pc-q35-7.2`."""
+        if not self.machine:
+            return None
+        match = _MACHINE_VERSION.search(self.machine)
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    def vcpu_cpus(self, vcpu: int) -> frozenset[int] | None:
+        """Return the host CPUs vCPU `vcpu` may run on; None means any host CPU."""
+        return self.vcpu_pins.get(vcpu, self.vcpu_cpuset)
+
+    def facts(self) -> dict[str, Any]:
+        """Return the domain's CPU and IOThread layout as plain values."""
+        return {
+            "vcpus": self.vcpus,
+            "machine": self.machine,
+            "iothreads": list(self.iothread_ids),
+            "vcpupin": {str(k): format_cpuset(v) for k, v in sorted(self.vcpu_pins.items())},
+            "vcpu_cpuset": format_cpuset(self.vcpu_cpuset) if self.vcpu_cpuset is not None else None,
+            "iothreadpin": {str(k): format_cpuset(v) for k, v in sorted(self.iothread_pins.items())},
+            "emulatorpin": format_cpuset(self.emulator_pin) if self.emulator_pin is not None else None,
+            "running": self.running,
+        }
+
+
+def _int(el: etree._Element, attr: str, where: str) -> int | None:
+    value = el.get(attr)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise DomainXMLError(f"{where}: {attr}={value!r} is not a whole number") from None
+
+
+def _text_int(el: etree._Element | None, where: str, default: int) -> int:
+    if el is None or el.text is None:
+        return default
+    try:
+        return int(el.text.strip())
+    except ValueError:
+        raise DomainXMLError(f"{where}: {el.text.strip()!r} is not a whole number") from None
+
+
+def _cpuset(value: str | None, where: str) -> frozenset[int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_cpuset(value, source=where)
+    except ValueError as exc:
+        raise DomainXMLError(str(exc)) from None
+
+
+def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Domain:
+    """Parse one domain's XML; raise DomainXMLError naming `source` when it is not usable."""
+    try:
+        data = xml.encode() if isinstance(xml, str) else xml
+        root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError as exc:
+        raise DomainXMLError(f"{source}: malformed XML: {exc}") from None
+    if root.tag != "domain":
+        raise DomainXMLError(f"{source}: root element is <{root.tag}>, expected <domain>")
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise DomainXMLError(f"{source}: <domain> has no <name>")
+    where = f"{source}: domain {name}"
+    vcpu_el = root.find("vcpu")
+    max_vcpus = _text_int(vcpu_el, f"{where}: <vcpu>", 1)
+    current = _int(vcpu_el, "current", f"{where}: <vcpu>") if vcpu_el is not None else None
+    os_type = root.find("os/type")
+    iothreads = _text_int(root.find("iothreads"), f"{where}: <iothreads>", 0)
+    ids = [
+        _int(el, "id", f"{where}: <iothreadids>") for el in root.findall("iothreadids/iothread")
+    ]
+    iothread_ids = tuple(i for i in ids if i is not None) or tuple(range(1, iothreads + 1))
+    dom = Domain(
+        name=name,
+        host=host,
+        source=source,
+        xml=data.decode(errors="replace"),
+        type=root.get("type"),
+        machine=os_type.get("machine") if os_type is not None else None,
+        vcpus=current or max_vcpus,
+        max_vcpus=max_vcpus,
+        vcpu_cpuset=_cpuset(vcpu_el.get("cpuset") if vcpu_el is not None else None, f"{where}: <vcpu cpuset>"),
+        iothread_ids=iothread_ids,
+    )
+    for pin in root.findall("cputune/vcpupin"):
+        vcpu = _int(pin, "vcpu", f"{where}: <vcpupin>")
+        cpus = _cpuset(pin.get("cpuset"), f"{where}: <vcpupin vcpu='{vcpu}'>")
+        if vcpu is not None and cpus is not None:
+            dom.vcpu_pins[vcpu] = cpus
+    for pin in root.findall("cputune/iothreadpin"):
+        tid = _int(pin, "iothread", f"{where}: <iothreadpin>")
+        cpus = _cpuset(pin.get("cpuset"), f"{where}: <iothreadpin iothread='{tid}'>")
+        if tid is not None and cpus is not None:
+            dom.iothread_pins[tid] = cpus
+    emu = root.find("cputune/emulatorpin")
+    if emu is not None:
+        dom.emulator_pin = _cpuset(emu.get("cpuset"), f"{where}: <emulatorpin>")
+    for ctl in root.findall("devices/controller"):
+        cwhere = f"{where}: <controller type='{ctl.get('type')}' index='{ctl.get('index')}'>"
+        drv = ctl.find("driver")
+        dom.controllers.append(
+            Controller(
+                type=ctl.get("type", ""),
+                index=_int(ctl, "index", cwhere) or 0,
+                model=ctl.get("model"),
+                queues=_int(drv, "queues", cwhere) if drv is not None else None,
+                iothread=_int(drv, "iothread", cwhere) if drv is not None else None,
+            )
+        )
+    for el in root.findall("devices/disk"):
+        dom.disks.append(_parse_disk(dom, el, where))
+    return dom
+
+
+def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
+    target = el.find("target")
+    dev = target.get("dev") if target is not None else None
+    if not dev:
+        raise DomainXMLError(f"{where}: a <disk> has no <target dev=...>")
+    dwhere = f"{where}: disk {dev}"
+    drv = el.find("driver")
+    src = el.find("source")
+    addr = el.find("address")
+    disk = Disk(
+        domain=dom,
+        type=el.get("type", "file"),
+        device=el.get("device", "disk"),
+        target=dev,
+        bus=target.get("bus") if target is not None else None,
+        serial=(el.findtext("serial") or "").strip() or None,
+        readonly=el.find("readonly") is not None,
+        address=dict(addr.attrib) if addr is not None else None,
+    )
+    if drv is not None:
+        disk.driver_name = drv.get("name")
+        disk.format = drv.get("type")
+        disk.cache = drv.get("cache")
+        disk.io = drv.get("io")
+        disk.discard = drv.get("discard")
+        disk.detect_zeroes = drv.get("detect_zeroes")
+        disk.iothread = _int(drv, "iothread", f"{dwhere}: <driver>")
+        disk.queues = _int(drv, "queues", f"{dwhere}: <driver>")
+    if src is not None:
+        disk.source_file = src.get("file")
+        disk.source_dev = src.get("dev")
+        disk.source_protocol = src.get("protocol")
+        disk.source_name = src.get("name")
+    return disk
+
+
+def load_domain_files(paths: list[str]) -> list[Domain]:
+    """Read domain XML from files and directories (`*.xml`, sorted); errors name the file."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(path.glob("*.xml"))
+            if not found:
+                raise DomainXMLError(f"{raw}: directory holds no *.xml file")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DomainXMLError(f"{raw}: no such file or directory")
+    domains: list[Domain] = []
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DomainXMLError(f"{path}: cannot read: {exc.strerror}") from None
+        domains.append(parse_domain(data, source=str(path)))
+    return domains
+
+
+#: Machine types from this version on give virtio-blk/virtio-scsi one queue per vCPU by default.
+MULTIQUEUE_DEFAULT_SINCE = (5, 2)
+
+
+def default_queues(domain: Domain, qemu: Version | None) -> tuple[int | None, str]:
+    """Return QEMU's default queue count for the domain's virtio disks and how it was decided.
+
+    QEMU 5.2 made num-queues default to the vCPU count for machine types >= 5.2; older machine
+    types keep one queue. An unversioned machine type (`q35`) follows the host's QEMU.
+    """
+    version = domain.machine_version
+    if version is not None:
+        basis = f"machine type {domain.machine}"
+    elif qemu is not None:
+        version = (qemu.parts + (0, 0))[:2]  # type: ignore[assignment]
+        basis = f"QEMU {qemu} with machine type {domain.machine or 'default'}"
+    else:
+        return None, f"machine type {domain.machine or 'default'} is unversioned and QEMU's version unknown"
+    assert version is not None
+    if tuple(version) >= MULTIQUEUE_DEFAULT_SINCE:
+        return domain.vcpus, f"QEMU default for {basis}: one queue per vCPU"
+    return 1, f"QEMU default for {basis}: one queue"
+
+
+def configured_queues(disk: Disk) -> tuple[int | None, str]:
+    """Return the queue count set in the XML for a virtio disk (its own, or its virtio-scsi controller's)."""
+    if disk.is_virtio_blk:
+        return disk.queues, f"<driver queues='{disk.queues}'>" if disk.queues else "no queues attribute"
+    ctl = disk.controller
+    if disk.is_virtio_scsi and ctl is not None:
+        where = f"virtio-scsi controller {ctl.index}"
+        return ctl.queues, f"{where} queues='{ctl.queues}'" if ctl.queues else f"{where} without queues"
+    return None, "not a virtio disk"

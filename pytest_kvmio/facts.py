@@ -1,0 +1,242 @@
+"""Facts about a hypervisor, collected once per host in as few round trips as possible."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_kvmio.domain import Domain, ImageFacts, parse_domain, DomainXMLError
+from pytest_kvmio.versions import Requirement, Version
+
+#: Requirements io_uring needs (kernel 5.1 has it; 5.10 is the first LTS with a stable one).
+IO_URING_KERNEL = Requirement.parse(">=5.1")
+IO_URING_QEMU = Requirement.parse(">=5.0")
+IO_URING_LIBVIRT = Requirement.parse(">=6.3")
+#: Block devices that have no scheduler of their own or are not real disks.
+VIRTUAL_BLOCK_PREFIXES = ("loop", "ram", "zram", "dm-", "md", "sr", "nbd", "drbd", "rbd")
+COMMAND_TIMEOUT = 120
+
+
+class FactsError(Exception):
+    """Facts could not be gathered; the message names the host and the step."""
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    """A host block device's queue settings."""
+
+    name: str
+    rotational: bool | None
+    scheduler: str | None
+    schedulers: tuple[str, ...] = ()
+
+    @property
+    def is_nvme(self) -> bool:
+        return self.name.startswith("nvme")
+
+    @property
+    def is_virtual(self) -> bool:
+        return self.name.startswith(VIRTUAL_BLOCK_PREFIXES)
+
+
+@dataclass
+class HostFacts:
+    """What a hypervisor runs: versions, io_uring switch, block queues, images, domains."""
+
+    name: str
+    kernel: Version | None = None
+    qemu: Version | None = None
+    libvirt: Version | None = None
+    hypervisor_type: str | None = None
+    io_uring_disabled: int | None = None
+    cpu_model: str | None = None
+    cpu_count: int | None = None
+    block_devices: list[BlockDevice] = field(default_factory=list)
+    images: dict[str, ImageFacts] = field(default_factory=dict)
+    libvirt_uri: str | None = None
+    offline: bool = False
+    assumed: tuple[str, ...] = ()
+    #: The read-only libvirt connection (None offline); not part of the facts' value.
+    connection: Any = field(default=None, repr=False, compare=False)
+
+    def io_uring_support(self) -> tuple[bool | None, str]:
+        """Return (supported, reason): True/False when known, None when a fact is missing."""
+        missing = [n for n in ("kernel", "qemu", "libvirt") if getattr(self, n) is None]
+        if missing:
+            return None, f"{', '.join(missing)} version unknown"
+        assert self.kernel and self.qemu and self.libvirt
+        problems = []
+        if not IO_URING_KERNEL(self.kernel):
+            problems.append(f"kernel {self.kernel} < 5.1")
+        if not IO_URING_QEMU(self.qemu):
+            problems.append(f"QEMU {self.qemu} < 5.0")
+        if not IO_URING_LIBVIRT(self.libvirt):
+            problems.append(f"libvirt {self.libvirt} < 6.3")
+        if self.io_uring_disabled not in (None, 0):
+            problems.append(f"kernel.io_uring_disabled = {self.io_uring_disabled}")
+        if problems:
+            return False, "; ".join(problems)
+        sysctl = (
+            "kernel.io_uring_disabled = 0"
+            if self.io_uring_disabled == 0
+            else "no kernel.io_uring_disabled sysctl"
+        )
+        return True, f"kernel {self.kernel}, QEMU {self.qemu}, libvirt {self.libvirt}, {sysctl}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the facts as plain values (JSON summary, Allure attachment)."""
+        return {
+            "host": self.name,
+            "kernel": str(self.kernel) if self.kernel else None,
+            "qemu": str(self.qemu) if self.qemu else None,
+            "libvirt": str(self.libvirt) if self.libvirt else None,
+            "hypervisor_type": self.hypervisor_type,
+            "kernel.io_uring_disabled": self.io_uring_disabled,
+            "cpu_model": self.cpu_model,
+            "cpu_count": self.cpu_count,
+            "libvirt_uri": self.libvirt_uri,
+            "offline": self.offline,
+            "assumed": list(self.assumed),
+            "block_devices": [
+                {"name": b.name, "rotational": b.rotational, "scheduler": b.scheduler}
+                for b in self.block_devices
+            ],
+        }
+
+
+def assumed_facts(name: str, assumptions: dict[str, str]) -> HostFacts:
+    """Build facts for offline linting from `--assume kernel=6.1,qemu=7.2,libvirt=9.0`."""
+    facts = HostFacts(name=name, offline=True, assumed=tuple(sorted(assumptions)))
+    for key in ("kernel", "qemu", "libvirt"):
+        if key in assumptions:
+            setattr(facts, key, Version.parse(assumptions[key]))
+    if "io_uring_disabled" in assumptions:
+        facts.io_uring_disabled = int(assumptions["io_uring_disabled"])
+    return facts
+
+
+HOST_SCRIPT = r"""
+echo "kernel=$(uname -r)"
+echo "io_uring_disabled=$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null)"
+echo "cpu_model=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2-)"
+echo "cpu_count=$(getconf _NPROCESSORS_ONLN 2>/dev/null)"
+for d in /sys/block/*; do
+  [ -e "$d/queue" ] || continue
+  echo "blockdev=${d##*/} $(cat "$d/queue/rotational" 2>/dev/null) $(cat "$d/queue/scheduler" 2>/dev/null)"
+done
+"""
+
+IMAGE_SCRIPT = r"""
+for f in {paths}; do
+  echo "image-begin=$f"
+  if [ -b "$f" ]; then echo '{{"kvmio-block-device": true}}';
+  elif [ ! -e "$f" ]; then echo '{{"kvmio-error": "no such file on the host"}}';
+  else timeout 60 qemu-img info -U --output=json -- "$f" 2>&1 || echo '{{"kvmio-error": "qemu-img info failed"}}'; fi
+  echo "image-end"
+done
+"""
+
+
+def host_script(image_paths: list[str]) -> str:
+    """Return the one shell script that reads every host fact and image of a host."""
+    script = HOST_SCRIPT
+    if image_paths:
+        script += IMAGE_SCRIPT.format(paths=" ".join(shlex.quote(p) for p in image_paths))
+    return script
+
+
+def parse_host_output(facts: HostFacts, output: str) -> None:
+    """Fill `facts` from the output of `host_script`."""
+    image_path: str | None = None
+    image_lines: list[str] = []
+    for line in output.splitlines():
+        if image_path is not None:
+            if line == "image-end":
+                facts.images[image_path] = _image_facts(image_path, "\n".join(image_lines))
+                image_path, image_lines = None, []
+            else:
+                image_lines.append(line)
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if key == "kernel" and value:
+            facts.kernel = Version.parse(value)
+        elif key == "io_uring_disabled" and value:
+            facts.io_uring_disabled = int(value)
+        elif key == "cpu_model" and value:
+            facts.cpu_model = value
+        elif key == "cpu_count" and value.isdigit():
+            facts.cpu_count = int(value)
+        elif key == "blockdev":
+            facts.block_devices.append(_block_device(value))
+        elif key == "image-begin":
+            image_path = value
+
+
+def _block_device(value: str) -> BlockDevice:
+    name, *rest = value.split()
+    rotational = rest[0] == "1" if rest and rest[0] in ("0", "1") else None
+    names = tuple(s.strip("[]") for s in rest[1:])
+    active = next((s.strip("[]") for s in rest[1:] if s.startswith("[")), None)
+    if active is None and names == ("none",):
+        active = "none"
+    return BlockDevice(name=name, rotational=rotational, scheduler=active, schedulers=names)
+
+
+def _image_facts(path: str, text: str) -> ImageFacts:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        first = text.strip().splitlines()[:1]
+        return ImageFacts(path, None, None, None, error=f"qemu-img said: {first[0] if first else 'nothing'}")
+    if data.get("kvmio-block-device"):
+        return ImageFacts(path, "raw", None, None, is_block_device=True)
+    if "kvmio-error" in data:
+        return ImageFacts(path, None, None, None, error=data["kvmio-error"])
+    return ImageFacts(
+        path=path,
+        format=data.get("format"),
+        virtual_size=data.get("virtual-size"),
+        actual_size=data.get("actual-size"),
+    )
+
+
+def collect_host_facts(name: str, testinfra_host: Any, conn: Any, uri: str) -> tuple[HostFacts, list[Domain]]:
+    """Read versions over libvirt, domains' XML, then every other fact in one host command."""
+    facts = HostFacts(name=name, libvirt_uri=uri)
+    libvirt = _libvirt()
+    try:
+        facts.hypervisor_type = conn.getType()
+        facts.qemu = Version.from_libvirt(conn.getVersion())
+        facts.libvirt = Version.from_libvirt(conn.getLibVersion())
+        raw_domains = [(d.name(), d.XMLDesc(0), bool(d.isActive())) for d in conn.listAllDomains(0)]
+    except libvirt.libvirtError as exc:
+        raise FactsError(f"{name}: libvirt at {uri} failed while reading facts: {exc.get_error_message()}") from None
+    domains: list[Domain] = []
+    for dom_name, xml, active in sorted(raw_domains):
+        try:
+            dom = parse_domain(xml, source=f"{name}: libvirt domain {dom_name}", host=name)
+        except DomainXMLError as exc:
+            raise FactsError(str(exc)) from None
+        dom.running = active
+        domains.append(dom)
+    paths = sorted({d.source_file for dom in domains for d in dom.disks if d.source_file and d.is_storage}
+                   | {d.source_dev for dom in domains for d in dom.disks if d.source_dev and d.is_storage})
+    result = testinfra_host.run(f"timeout {COMMAND_TIMEOUT} sh -c {shlex.quote(host_script(paths))}")
+    if result.rc not in (0,):
+        raise FactsError(f"{name}: the host facts command failed (exit {result.rc}): {result.stderr.strip()[:500]}")
+    parse_host_output(facts, result.stdout)
+    for dom in domains:
+        for disk in dom.disks:
+            path = disk.source_file or disk.source_dev
+            if path and path in facts.images:
+                disk.image = facts.images[path]
+    return facts, domains
+
+
+def _libvirt() -> Any:
+    from pytest_kvmio.connection import libvirt_module
+
+    return libvirt_module()

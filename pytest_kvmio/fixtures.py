@@ -1,0 +1,70 @@
+"""kvmio's public fixtures; registered in pytest_configure so they win over pytest-testinfra's `host`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_kvmio.domain import Disk, Domain
+from pytest_kvmio.facts import HostFacts
+from pytest_kvmio.targets import Target
+
+
+def _target(request: pytest.FixtureRequest) -> Target:
+    target = getattr(request, "param", None)
+    if not isinstance(target, Target):
+        pytest.fail(
+            f"{request.node.nodeid}: kvmio_target is set by kvmio's parametrization; "
+            "request host/hypervisor/domain/disk directly instead of parametrizing kvmio_target",
+            pytrace=False,
+        )
+    if target.host.error is not None:
+        pytest.fail(target.host.error, pytrace=False)
+    return target
+
+
+@pytest.fixture
+def kvmio_target(request: pytest.FixtureRequest) -> Target:
+    """The host, domain or disk this test item checks (kvmio parametrizes it)."""
+    return _target(request)
+
+
+@pytest.fixture
+def host(kvmio_target: Target) -> Any:
+    """The hypervisor as a testinfra Host (`host.run`, `host.file`, `host.sysctl`), facts in `host.kvmio`."""
+    if kvmio_target.host.offline:
+        pytest.skip("offline lint (--domain-xml): there is no host to check; pass --host to check one")
+    testinfra_host = kvmio_target.host.testinfra_host
+    testinfra_host.kvmio = kvmio_target.host.facts
+    return testinfra_host
+
+
+@pytest.fixture
+def hypervisor(kvmio_target: Target) -> HostFacts:
+    """Facts of the hypervisor: versions, io_uring support, block devices, read-only libvirt connection."""
+    facts = kvmio_target.host.facts
+    facts.connection = kvmio_target.host.connection
+    return facts
+
+
+@pytest.fixture
+def domain(kvmio_target: Target) -> Domain:
+    """One libvirt domain, parsed from its XML."""
+    assert kvmio_target.domain is not None, "kvmio parametrizes `domain` per domain"
+    return kvmio_target.domain
+
+
+@pytest.fixture
+def disk(kvmio_target: Target) -> Disk:
+    """One data disk (device disk or lun) of one domain."""
+    assert kvmio_target.disk is not None, "kvmio parametrizes `disk` per disk"
+    return kvmio_target.disk
+
+
+@pytest.fixture
+def kvmio_facts(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A dict a rule fills with the values its verdict used; they go to the JSON summary and reports."""
+    from pytest_kvmio.plugin import EXTRA_FACTS
+
+    return request.node.stash.setdefault(EXTRA_FACTS, {})

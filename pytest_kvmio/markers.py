@@ -1,0 +1,76 @@
+"""kvmio's markers: registration and the `requires_*` checks against host facts."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_kvmio.facts import HostFacts
+from pytest_kvmio.versions import Requirement
+
+MARKERS = {
+    "rule(id, severity='normal', facts=None)": "a catalogue rule; its id names the verdict in reports and waivers",
+    "requires_io_uring": "skip unless the host supports io_uring (kernel >= 5.1, QEMU >= 5.0, libvirt >= 6.3, "
+    "kernel.io_uring_disabled = 0)",
+    "requires_kernel(spec)": "skip unless the host kernel satisfies spec, e.g. '>=5.10'",
+    "requires_qemu(spec)": "skip unless the host QEMU satisfies spec, e.g. '>=5.0'",
+    "requires_libvirt(spec)": "skip unless the host libvirt satisfies spec, e.g. '>=6.3'",
+    "requires_guest_agent": "skip unless the domain runs and its QEMU guest agent answers",
+    "perf": "runs fio in guests (slow); deselect with -m 'not perf'",
+}
+SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
+
+
+def register(config: pytest.Config) -> None:
+    """Declare every kvmio marker so --strict-markers accepts them."""
+    for name, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+
+
+def rule_of(item: pytest.Item) -> tuple[str, str] | None:
+    """Return (rule id, severity) of an item's `rule` marker; a malformed marker is a usage error."""
+    marker = item.get_closest_marker("rule")
+    if marker is None:
+        return None
+    if len(marker.args) != 1 or not isinstance(marker.args[0], str):
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.rule takes one rule id string, e.g. rule('disk-cache-safe')")
+    severity = marker.kwargs.get("severity", "normal")
+    if severity not in SEVERITIES:
+        raise pytest.UsageError(
+            f"{item.nodeid}: rule severity {severity!r} is not one of {', '.join(SEVERITIES)}"
+        )
+    return marker.args[0], severity
+
+
+def unmet_requirement(item: pytest.Item, facts: HostFacts | None) -> str | None:
+    """Return why an item's `requires_*` markers are not met on its host, or None."""
+    for marker in item.iter_markers():
+        name = marker.name
+        if name == "requires_io_uring":
+            if facts is None:
+                return "requires io_uring: no host facts"
+            ok, why = facts.io_uring_support()
+            if ok is None:
+                return f"requires io_uring: {why} on {facts.name}" + _offline_hint(facts)
+            if not ok:
+                return f"requires io_uring: {facts.name} has {why}"
+        elif name in ("requires_kernel", "requires_qemu", "requires_libvirt"):
+            what = name.removeprefix("requires_")
+            if len(marker.args) != 1:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name} takes one spec, e.g. '>=5.10'")
+            try:
+                req = Requirement.parse(str(marker.args[0]))
+            except ValueError as exc:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name}: {exc}") from None
+            found = getattr(facts, what, None) if facts else None
+            if found is None:
+                host = facts.name if facts else "the host"
+                return f"requires {what} {req}: {what} version of {host} unknown" + (
+                    _offline_hint(facts) if facts else ""
+                )
+            if not req(found):
+                return f"requires {what} {req}: {facts.name if facts else 'host'} has {what} {found}"
+    return None
+
+
+def _offline_hint(facts: HostFacts) -> str:
+    return " (offline; supply it with --assume kernel=...,qemu=...,libvirt=...)" if facts.offline else ""

@@ -1,0 +1,223 @@
+"""pytest-kvmio's hooks: options, one target list, parametrization, requirements, verdicts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pytest_kvmio import markers
+from pytest_kvmio.connection import parse_host_spec
+from pytest_kvmio.domain import DomainXMLError, load_domain_files
+from pytest_kvmio.facts import assumed_facts
+from pytest_kvmio.options import add_options, setting
+from pytest_kvmio.targets import OFFLINE_HOST, HostTarget, Target, filter_domains, iter_targets, load_host
+from pytest_kvmio.verdicts import (
+    PROP_FACTS, PROP_RULE, PROP_SEVERITY, PROP_TARGET, VerdictCollector, format_table, write_json,
+)
+
+EXTRA_FACTS = pytest.StashKey[dict[str, Any]]()
+#: Fixtures that make a test per target, from the finest level down.
+LEVEL_FIXTURES = (("disk", ("disk", "fio")), ("domain", ("domain", "guest")), ("host", ("host", "hypervisor")))
+
+
+@dataclass
+class KvmioState:
+    """Session state: where targets come from, the loaded hosts, the verdicts."""
+
+    config: pytest.Config
+    collector: VerdictCollector = field(default_factory=VerdictCollector)
+    _hosts: list[HostTarget] | None = None
+
+    def hosts(self) -> list[HostTarget]:
+        """Load the targets on first use: offline XML files, or each host's facts and domains."""
+        if self._hosts is None:
+            self._hosts = self._load()
+        return self._hosts
+
+    @property
+    def loaded_hosts(self) -> list[HostTarget]:
+        return self._hosts or []
+
+    def _progress(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and self.config.get_verbosity() >= 0:
+            reporter.write_line(line)
+
+    def _load(self) -> list[HostTarget]:
+        config = self.config
+        xml = config.getoption("kvmio_domain_xml")
+        assume = config.getoption("kvmio_assume") or {}
+        if xml:
+            try:
+                domains = load_domain_files(xml)
+            except DomainXMLError as exc:
+                raise pytest.UsageError(f"--domain-xml: {exc}") from None
+            hosts = [HostTarget(name=OFFLINE_HOST, spec=None, facts=assumed_facts(OFFLINE_HOST, assume), domains=domains)]
+        else:
+            template = setting(config, "libvirt_uri")[0]
+            hosts = [load_host(spec, template, self._progress) for spec in host_specs(config)]  # type: ignore[arg-type]
+            for host in hosts:
+                if host.error:
+                    self._progress(f"kvmio: {host.error}")
+        globs = config.getoption("kvmio_domains")
+        unmatched = filter_domains(hosts, globs)
+        if unmatched:
+            names = sorted({d.name for h in hosts for d in h.domains} | set())
+            raise pytest.UsageError(
+                f"--domain {', '.join(unmatched)}: matches no domain on "
+                f"{', '.join(h.name for h in hosts if not h.error)}; check the name or drop the filter"
+                + (f" (kept: {', '.join(names)})" if names else "")
+            )
+        return hosts
+
+
+STATE = pytest.StashKey[KvmioState]()
+
+
+def host_specs(config: pytest.Config) -> list[Any]:
+    """Return the --host specs (CLI > KVMIO_HOSTS > ini kvmio_hosts > local), deduplicated."""
+    value, source = setting(config, "hosts")
+    if value is None:
+        raw = ["local"]
+    elif isinstance(value, str):
+        raw = [v for v in value.replace(",", " ").split()]
+    else:
+        raw = [h for item in value for h in (item if isinstance(item, list) else str(item).split(","))]
+    specs = []
+    seen = set()
+    for text in raw:
+        try:
+            spec = parse_host_spec(text)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{source}: {exc}") from None
+        if spec.name not in seen:
+            seen.add(spec.name)
+            specs.append(spec)
+    return specs
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    markers.register(config)
+    if config.getoption("kvmio_domain_xml") and config.getoption("kvmio_hosts"):
+        raise pytest.UsageError("--domain-xml lints files offline and --host checks live hosts; pass one of them")
+    if config.getoption("kvmio_assume") and not config.getoption("kvmio_domain_xml"):
+        raise pytest.UsageError("--assume supplies host facts for offline linting; use it with --domain-xml")
+    state = KvmioState(config)
+    config.stash[STATE] = state
+    config.pluginmanager.register(state.collector, "kvmio-verdicts")
+    # Registered now, after entry-point plugins, so kvmio's `host` wins over pytest-testinfra's.
+    from pytest_kvmio import fixtures
+
+    config.pluginmanager.register(fixtures, "kvmio-fixtures")
+
+
+def _level(fixturenames: list[str]) -> str | None:
+    for level, names in LEVEL_FIXTURES:
+        if any(n in fixturenames for n in names):
+            return level
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    level = _level(metafunc.fixturenames)
+    if level is None or "kvmio_target" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash[STATE]
+    targets = list(iter_targets(state.hosts(), level))
+    metafunc.parametrize("kvmio_target", targets, ids=[_target_id(t) for t in targets], indirect=True)
+
+
+def _target_id(target: Target) -> str:
+    if target.host.error is not None and target.level == "host":
+        return target.host.name
+    return target.id if target.host.error is None else f"{target.host.name}/unreachable"
+
+
+def _item_target(item: pytest.Item) -> Target | None:
+    callspec = getattr(item, "callspec", None)
+    value = callspec.params.get("kvmio_target") if callspec is not None else None
+    return value if isinstance(value, Target) else None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    target = _item_target(item)
+    if target is not None and target.host.error is not None:
+        return  # the fixture reports the unreachable host as an error
+    reason = markers.unmet_requirement(item, target.host.facts if target else None)
+    if reason:
+        pytest.skip(reason)
+
+
+def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    if target is not None and target.host.error is None:
+        if target.disk is not None:
+            facts = target.disk.facts()
+        elif target.domain is not None:
+            facts = target.domain.facts()
+        else:
+            facts = target.host.facts.as_dict()
+    marker = item.get_closest_marker("rule")
+    wanted = marker.kwargs.get("facts") if marker else None
+    if wanted:
+        facts = {k: facts.get(k) for k in wanted}
+    facts.update(item.stash.get(EXTRA_FACTS, {}))
+    return facts
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    rule = markers.rule_of(item)
+    if rule is not None:
+        target = _item_target(item)
+        target_id = _target_id(target) if target else item.name
+        report.user_properties.extend(
+            [
+                (PROP_RULE, rule[0]),
+                (PROP_SEVERITY, rule[1]),
+                (PROP_TARGET, target_id.removesuffix("/unreachable")),
+                (PROP_FACTS, json.dumps(_verdict_facts(item, target), default=str, sort_keys=True)),
+            ]
+        )
+    return report
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if config.getoption("kvmio_domain_xml"):
+        return [f"kvmio: offline lint of {', '.join(config.getoption('kvmio_domain_xml'))}"]
+    return []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(STATE, None)
+    path = session.config.getoption("kvmio_json", None)
+    if state is None or not path:
+        return
+    hosts = [h.facts.as_dict() | {"error": h.error} for h in state.loaded_hosts]
+    write_json(path, state.collector.sorted(), hosts, {"exitstatus": int(exitstatus)})
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    verdicts = state.collector.sorted()
+    lines = format_table(verdicts)
+    if not lines:
+        return
+    terminalreporter.section("kvmio verdicts")
+    for line in lines:
+        terminalreporter.write_line(line)
+    path = config.getoption("kvmio_json", None)
+    if path:
+        terminalreporter.write_line(f"kvmio: verdicts written to {path}")

@@ -1,0 +1,111 @@
+"""The one list of hosts, domains and disks that kvmio parametrizes tests over."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_kvmio.connection import HostSpec, HostUnreachable, open_readonly
+from pytest_kvmio.domain import Disk, Domain
+from pytest_kvmio.facts import FactsError, HostFacts, collect_host_facts
+
+OFFLINE_HOST = "offline"
+
+
+@dataclass
+class HostTarget:
+    """A hypervisor with its facts and domains, or the reason it could not be read."""
+
+    name: str
+    spec: HostSpec | None
+    facts: HostFacts
+    domains: list[Domain] = field(default_factory=list)
+    error: str | None = None
+    testinfra_host: Any = None
+    connection: Any = None
+
+    @property
+    def offline(self) -> bool:
+        return self.spec is None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One parametrization value: a host, a host's domain, or a domain's disk."""
+
+    host: HostTarget
+    domain: Domain | None = None
+    disk: Disk | None = None
+
+    @property
+    def id(self) -> str:
+        if self.disk is not None:
+            return self.disk.id
+        if self.domain is not None:
+            return self.domain.id
+        return self.host.name
+
+    @property
+    def level(self) -> str:
+        return "disk" if self.disk else "domain" if self.domain else "host"
+
+
+def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str], None]) -> HostTarget:
+    """Connect to one host (testinfra + read-only libvirt) and read its facts; never raise."""
+    import testinfra
+
+    uri = spec.libvirt_uri(uri_template)
+    target = HostTarget(name=spec.name, spec=spec, facts=HostFacts(name=spec.name, libvirt_uri=uri))
+    progress(f"kvmio: reading facts of {spec.name} ({spec.testinfra_spec}, {uri})")
+    try:
+        target.testinfra_host = testinfra.get_host(spec.testinfra_spec)
+        probe = target.testinfra_host.run("true")
+        if probe.rc != 0:
+            raise HostUnreachable(
+                f"{spec.name}: cannot run commands via {spec.testinfra_spec} (exit {probe.rc}): "
+                f"{probe.stderr.strip()[:300] or 'no error text'}; check the host name, SSH access and keys"
+            )
+        target.connection = open_readonly(uri, host=spec.name)
+        target.facts, target.domains = collect_host_facts(
+            spec.name, target.testinfra_host, target.connection, uri
+        )
+        target.facts.libvirt_uri = uri
+    except (HostUnreachable, FactsError) as exc:
+        target.error = str(exc)
+    except Exception as exc:  # testinfra backends raise their own types for connection failures
+        target.error = f"{spec.name}: unreachable via {spec.testinfra_spec}: {type(exc).__name__}: {exc}"
+    return target
+
+
+def filter_domains(hosts: list[HostTarget], globs: list[str] | None) -> list[str]:
+    """Keep domains matching any glob; return the globs that matched nothing on a readable host."""
+    if not globs:
+        return []
+    used: set[str] = set()
+    for host in hosts:
+        kept = []
+        for dom in host.domains:
+            hits = [g for g in globs if fnmatch.fnmatchcase(dom.name, g)]
+            used.update(hits)
+            if hits:
+                kept.append(dom)
+        host.domains = kept
+    readable = any(h.error is None for h in hosts)
+    return [g for g in globs if g not in used] if readable else []
+
+
+def iter_targets(hosts: list[HostTarget], level: str) -> Iterator[Target]:
+    """Yield the targets of a level; an unreadable host yields one target that carries its error."""
+    for host in hosts:
+        if level == "host" or host.error is not None:
+            yield Target(host)
+            continue
+        for dom in host.domains:
+            if level == "domain":
+                yield Target(host, dom)
+            else:
+                for disk in dom.disks:
+                    if disk.is_storage:
+                        yield Target(host, dom, disk)
