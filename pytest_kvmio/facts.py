@@ -209,7 +209,8 @@ def collect_host_facts(name: str, testinfra_host: Any, conn: Any, uri: str) -> t
     libvirt = _libvirt()
     try:
         facts.hypervisor_type = conn.getType()
-        facts.qemu = Version.from_libvirt(conn.getVersion())
+        if facts.hypervisor_type == "QEMU":  # other drivers report their own version numbers
+            facts.qemu = Version.from_libvirt(conn.getVersion())
         facts.libvirt = Version.from_libvirt(conn.getLibVersion())
         raw_domains = [(d.name(), d.XMLDesc(0), bool(d.isActive())) for d in conn.listAllDomains(0)]
     except libvirt.libvirtError as exc:

@@ -14,7 +14,9 @@ LIBVIRT_MIN = Requirement.parse(">=6.3")
 def _version_known(hypervisor, what):
     found = getattr(hypervisor, what)
     if found is None:
-        pytest.skip(f"{hypervisor.name}: {what} version unknown")
+        driver = hypervisor.hypervisor_type
+        why = f" (libvirt driver {driver!r} is not QEMU)" if what == "qemu" and driver not in (None, "QEMU") else ""
+        pytest.skip(f"{hypervisor.name}: {what} version unknown{why}")
     return found
 
 
