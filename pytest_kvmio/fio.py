@@ -1,0 +1,480 @@
+"""Read fio JSON output and normalize it to metrics per job and direction.
+
+Strict about meaning, tolerant about packaging: text before the document (fio
+notes, a `2>&1` capture), several concatenated documents (`--status-interval`,
+the last is the final result), fio 2.x (latencies in µs, `io_bytes` in KiB) and
+3.x (`*_ns`, bytes), `json+` bins, group_reporting or per-job output, read,
+write, trim and unified "mixed". Latency that fio did not record (gtod_reduce,
+disable_clat) is None and noted, never 0 µs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+DIRECTIONS = ("read", "write", "trim", "mixed")
+
+# Percentile fields and the fio percentile they read ("99.900000" → 99.9).
+PERCENTILES = {
+    "lat_p50_us": 50.0,
+    "lat_p90_us": 90.0,
+    "lat_p99_us": 99.0,
+    "lat_p99_9_us": 99.9,
+    "lat_p99_99_us": 99.99,
+}
+
+# Options under which fio deliberately leaves the queue idle: no lower bound.
+THROTTLING_OPTIONS = ("rate", "rate_iops", "rate_min", "rate_iops_min", "thinktime")
+
+# Little's law bounds, see check_plausibility().
+CONCURRENCY_MARGIN = 1.5
+MIN_CONCURRENCY = 1e-3
+
+_JSON_START = re.compile(r"^[ \t]*\{", re.MULTILINE)
+
+
+class FioError(ValueError):
+    """fio output that can't be read; the message names the source and JSON path."""
+
+    def __init__(
+        self, source: str, message: str, path: str | None = None, document: str = ""
+    ) -> None:
+        self.source = source
+        self.path = path
+        where = ": ".join(part for part in (source, document, path) if part)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class FioMetrics:
+    """Normalized result of one fio job (or merged group) in one direction."""
+
+    job: str
+    direction: str
+    groupid: int
+    iops: float
+    bw_bytes: float
+    lat_mean_us: float | None
+    lat_p50_us: float | None
+    lat_p90_us: float | None
+    lat_p99_us: float | None
+    lat_p99_9_us: float | None
+    lat_p99_99_us: float | None
+    runtime_s: float
+    io_bytes: int
+    total_ios: int | None
+    errors: int
+    error_code: int
+    cpu_usr_pct: float | None
+    cpu_sys_pct: float | None
+    rw: str
+    bs: str | None
+    iodepth: int
+    numjobs: int
+    ioengine: str | None
+    filename: str | None
+    jobs_merged: int
+    latency_known: bool
+    notes: tuple[str, ...] = ()
+    options: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def label(self) -> str:
+        """Return `job/direction`, the name used in messages."""
+        return f"{self.job}/{self.direction}"
+
+    @property
+    def max_in_flight(self) -> int:
+        """Return the most I/Os fio may keep outstanding for this entry."""
+        return self.iodepth * self.jobs_merged
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the metrics as plain JSON-serializable values."""
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+
+@dataclass(frozen=True)
+class FioSnapshot:
+    """One fio JSON document: an interim report or the final one."""
+
+    version: str
+    timestamp_ms: int | None
+    metrics: tuple[FioMetrics, ...]
+
+
+@dataclass(frozen=True)
+class FioReport:
+    """Everything read from one fio output file; `metrics` are the final result."""
+
+    source: str
+    snapshots: tuple[FioSnapshot, ...]
+    preamble: str = ""
+
+    @property
+    def final(self) -> FioSnapshot:
+        """Return the last document, fio's final result."""
+        return self.snapshots[-1]
+
+    @property
+    def version(self) -> str:
+        """Return the fio version that wrote the final document."""
+        return self.final.version
+
+    @property
+    def metrics(self) -> tuple[FioMetrics, ...]:
+        """Return the final metrics, one entry per job and direction."""
+        return self.final.metrics
+
+    def get(self, job: str, direction: str) -> FioMetrics:
+        """Return the first final entry of `job` in `direction`."""
+        for m in self.metrics:
+            if m.job == job and m.direction == direction:
+                return m
+        have = ", ".join(m.label for m in self.metrics)
+        raise KeyError(f"{self.source}: no {job}/{direction} in the result (have {have})")
+
+    def problems(self) -> list[str]:
+        """Return the plausibility problems of all final entries."""
+        return [p for m in self.metrics for p in check_plausibility(m)]
+
+
+def read_fio(path: str | Path) -> FioReport:
+    """Read and normalize the fio output file at `path`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise FioError(str(path), f"can't read: {exc.strerror or exc}") from exc
+    return parse_fio(text, str(path))
+
+
+def parse_fio(text: str, source: str) -> FioReport:
+    """Parse fio output `text` (named `source` in errors) into a report."""
+    preamble, documents = _split_documents(text, source)
+    schema = _validator()
+    snapshots = []
+    for index, doc in enumerate(documents):
+        prefix = f"document {index + 1} of {len(documents)}" if len(documents) > 1 else ""
+        _validate(schema, doc, source, prefix)
+        snapshots.append(_snapshot(doc))
+    return FioReport(source=source, snapshots=tuple(snapshots), preamble=preamble)
+
+
+def _split_documents(text: str, source: str) -> tuple[str, list[Any]]:
+    """Return the text before the first JSON document and all documents."""
+    decoder = json.JSONDecoder()
+    documents: list[Any] = []
+    preamble = ""
+    pos = 0
+    while True:
+        match = _JSON_START.search(text, pos)
+        if match is None:
+            break
+        start = text.index("{", match.start())
+        if not documents:
+            preamble = text[:start]
+        try:
+            doc, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            line = text.count("\n", 0, exc.pos) + 1
+            what = "truncated" if exc.pos >= len(text.rstrip()) else "invalid"
+            nth = f"document {len(documents) + 1}" if documents else "the JSON document"
+            raise FioError(
+                source, f"{what} fio JSON: {nth} (from line {text.count(chr(10), 0, start) + 1}) "
+                f"breaks at line {line}: {exc.msg}"
+            ) from None
+        documents.append(doc)
+        pos = end
+    if not documents:
+        head = text.lstrip()[:60]
+        shown = repr(head) if head else "empty input"
+        raise FioError(
+            source,
+            f"no fio JSON document found (run fio with --output-format=json); starts with {shown}",
+        )
+    return preamble, documents
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    """Return the validator of the fio schema shipped with the package."""
+    text = resources.files("pytest_kvmio").joinpath("schemas/fio.schema.json").read_text()
+    schema = json.loads(text)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _validate(validator: Any, doc: Any, source: str, prefix: str) -> None:
+    """Raise FioError for the most relevant schema violation of `doc`."""
+    errors = list(validator.iter_errors(doc))
+    if not errors:
+        return
+    error = jsonschema.exceptions.best_match(errors)
+    path = list(error.absolute_path)
+    if error.validator == "required":
+        missing = re.match(r"'(.*)' is a required property", error.message)
+        if missing:
+            path.append(missing.group(1))
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    raise FioError(source, _describe(error) + more, _format_path(path), prefix)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """Return a short reason for a schema error, naming the value found."""
+    got = json.dumps(error.instance)
+    if len(got) > 40:
+        got = got[:37] + "..."
+    if error.validator == "type":
+        expected = error.validator_value
+        names = expected if isinstance(expected, list) else [expected]
+        wanted = " or ".join(f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names)
+        return f"expected {wanted}, got {got}"
+    if error.validator == "required":
+        return "missing"
+    if error.validator == "minimum":
+        return f"expected at least {error.validator_value}, got {got}"
+    if error.validator == "minItems":
+        return "expected at least one entry, got none"
+    if error.validator == "anyOf":
+        return "expected at least one of read, write, trim, mixed"
+    return error.message
+
+
+def _format_path(parts: list[Any]) -> str:
+    """Return a JSON path like `jobs[0]["job options"].bs`."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out or "(document)"
+
+
+def _snapshot(doc: dict[str, Any]) -> FioSnapshot:
+    """Normalize one validated fio document."""
+    global_options = doc.get("global options", {})
+    per_group: dict[int, int] = {}
+    for job in doc["jobs"]:
+        per_group[job["groupid"]] = per_group.get(job["groupid"], 0) + 1
+    metrics = [
+        m
+        for job in doc["jobs"]
+        for m in _job_metrics(job, global_options, alone=per_group[job["groupid"]] == 1)
+    ]
+    return FioSnapshot(
+        version=doc["fio version"],
+        timestamp_ms=doc.get("timestamp_ms", _ms(doc.get("timestamp"))),
+        metrics=tuple(metrics),
+    )
+
+
+def _ms(seconds: int | None) -> int | None:
+    """Return seconds as milliseconds, None stays None."""
+    return None if seconds is None else seconds * 1000
+
+
+def _job_metrics(
+    job: dict[str, Any], global_options: dict[str, str], alone: bool
+) -> list[FioMetrics]:
+    """Return one FioMetrics per direction that did I/O (or was meant to).
+
+    `alone`: the job is the only entry of its group, so it may be a
+    group_reporting merge of several jobs.
+    """
+    options = {**global_options, **job.get("job options", {})}
+    present = [d for d in DIRECTIONS if d in job]
+    active = [d for d in present if _did_io(job[d])]
+    if not active:
+        # A job that did no I/O (it failed early) still shows up, with its error.
+        active = [d for d in _intended_directions(options) if d in present] or present[:1]
+    return [_direction_metrics(job, d, options, alone) for d in active]
+
+
+def _did_io(ddir: dict[str, Any]) -> bool:
+    """Return whether a direction block records completed I/O.
+
+    total_ios is not enough: a job that failed on its first I/O counts it.
+    """
+    return bool(ddir["io_bytes"] or ddir["iops"])
+
+
+def _intended_directions(options: dict[str, str]) -> list[str]:
+    """Return the directions a job's `rw` option asks for."""
+    if options.get("unified_rw_reporting", "0") not in ("0", "none"):
+        return ["mixed"]
+    rw = options.get("rw", options.get("readwrite", "read"))
+    if rw in ("rw", "readwrite", "randrw"):
+        return ["read", "write"]
+    if rw == "trimwrite":
+        return ["trim", "write"]
+    for direction in ("trim", "write", "read"):
+        if direction in rw:
+            return [direction]
+    return ["read"]
+
+
+def _direction_metrics(
+    job: dict[str, Any], direction: str, options: dict[str, str], alone: bool
+) -> FioMetrics:
+    """Normalize one direction block of one job."""
+    ddir = job[direction]
+    notes: list[str] = []
+    lat_mean, pcts, known = _latency(ddir, notes)
+    error_code = job["error"]
+    numjobs = _int_option(options, "numjobs", 1)
+    return FioMetrics(
+        job=job["jobname"],
+        direction=direction,
+        groupid=job["groupid"],
+        iops=float(ddir["iops"]),
+        bw_bytes=float(ddir["bw_bytes"]) if "bw_bytes" in ddir else float(ddir["bw"]) * 1024,
+        lat_mean_us=lat_mean,
+        **pcts,
+        runtime_s=ddir["runtime"] / 1000,
+        # fio 3.0 made io_bytes bytes and added io_kbytes; fio 2.x io_bytes is KiB.
+        io_bytes=ddir["io_bytes"] if "io_kbytes" in ddir else ddir["io_bytes"] * 1024,
+        total_ios=ddir.get("total_ios"),
+        errors=job.get("total_err", 0) + (1 if error_code else 0),
+        error_code=error_code,
+        cpu_usr_pct=_float_or_none(job.get("usr_cpu")),
+        cpu_sys_pct=_float_or_none(job.get("sys_cpu")),
+        rw=options.get("rw", options.get("readwrite", "read")),
+        bs=options.get("bs", options.get("blocksize")),
+        iodepth=_int_option(options, "iodepth", 1),
+        numjobs=numjobs,
+        ioengine=options.get("ioengine"),
+        filename=options.get("filename"),
+        jobs_merged=_jobs_merged(job, ddir, numjobs) if alone else 1,
+        latency_known=known,
+        notes=tuple(notes),
+        options=options,
+    )
+
+
+def _latency(
+    ddir: dict[str, Any], notes: list[str]
+) -> tuple[float | None, dict[str, float | None], bool]:
+    """Return mean completion latency (µs), percentiles (µs) and whether it is known."""
+    clat, scale = _stat(ddir, "clat")
+    lat, lat_scale = _stat(ddir, "lat")
+    unknown: dict[str, float | None] = {key: None for key in PERCENTILES}
+    if not _did_io(ddir):
+        notes.append("no I/O completed: latency unknown")
+        return None, unknown, False
+    if clat is None or not _recorded(clat):
+        notes.append("completion latency not recorded (gtod_reduce=1 or disable_clat=1)")
+        return None, unknown, False
+    table, table_scale = clat.get("percentile"), scale
+    if not table and lat is not None and lat.get("percentile"):
+        notes.append("percentiles are of total latency (lat_percentiles=1, no clat percentiles)")
+        table, table_scale = lat["percentile"], lat_scale
+    pcts = dict(unknown)
+    if table:
+        by_value = {float(k): v for k, v in table.items()}
+        for key, pct in PERCENTILES.items():
+            value = by_value.get(pct)
+            pcts[key] = None if value is None else value / table_scale
+    return clat["mean"] / scale, pcts, True
+
+
+def _stat(ddir: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, int]:
+    """Return a latency block and its divisor to µs (`*_ns` in fio 3, µs in fio 2)."""
+    if f"{name}_ns" in ddir:
+        return ddir[f"{name}_ns"], 1000
+    if name in ddir:
+        return ddir[name], 1
+    return None, 1
+
+
+def _recorded(stat: dict[str, Any]) -> bool:
+    """Return whether fio measured this latency (gtod_reduce leaves all zeros)."""
+    if "N" in stat and stat["N"] == 0:
+        return False
+    return bool(stat["mean"] or stat["max"])
+
+
+def _jobs_merged(job: dict[str, Any], ddir: dict[str, Any], numjobs: int) -> int:
+    """Return how many fio jobs the only entry of a group sums up.
+
+    fio does not list group_reporting among the job options; an entry alone in
+    its group is either one job or the merge of the whole group (numjobs
+    clones and any other job sections of the group).
+    """
+    merged = numjobs
+    # job_runtime sums the runtime of every merged job: with several job
+    # sections in one group it reveals more jobs than numjobs says.
+    if job.get("job_runtime") and ddir["runtime"]:
+        merged = max(merged, round(job["job_runtime"] / ddir["runtime"]))
+    return merged
+
+
+def _int_option(options: dict[str, str], name: str, default: int) -> int:
+    """Return an integer job option, fio's default when absent or not a plain number."""
+    try:
+        return int(options[name])
+    except (KeyError, ValueError):
+        return default
+
+
+def _float_or_none(value: Any) -> float | None:
+    """Return value as float, None stays None."""
+    return None if value is None else float(value)
+
+
+def check_plausibility(metrics: FioMetrics) -> list[str]:
+    """Return reasons why `metrics` can't be a real measurement (Little's law).
+
+    Little's law: I/Os in flight L = IOPS × mean latency. fio never keeps more
+    than iodepth × (jobs merged into this entry) outstanding, and completion
+    latency (clat) is part of the time an I/O is in flight, so
+    L > that bound × CONCURRENCY_MARGIN is impossible (the margin absorbs rate
+    averaging and ramp edges). L may be far below the bound legitimately: sync
+    engines cap the depth at 1, buffered libaio is synchronous, TCG guests
+    spend most of the time in fio itself. Only an unthrottled job with
+    L < MIN_CONCURRENCY (the queue idle 99.9% of the time) is flagged as too low;
+    with rate*/thinktime options idle time is intended, so no lower bound.
+    Unknown latency (gtod_reduce) and entries without I/O are never flagged.
+    """
+    if not metrics.latency_known or metrics.lat_mean_us is None or metrics.iops <= 0:
+        return []
+    in_flight = metrics.iops * metrics.lat_mean_us / 1e6
+    bound = metrics.max_in_flight
+    stated = (
+        f"{metrics.label}: {metrics.iops:,.0f} IOPS × {metrics.lat_mean_us:,.2f} µs mean latency "
+        f"= {_fmt(in_flight)} I/Os in flight"
+    )
+    if in_flight > bound * CONCURRENCY_MARGIN:
+        jobs = f"{metrics.jobs_merged} job{'s' if metrics.jobs_merged != 1 else ''}"
+        return [
+            f"{stated}, but at most {bound} can be (iodepth {metrics.iodepth} × {jobs}): "
+            "units can't be right (latency in ms reported as µs? IOPS summed twice?)"
+        ]
+    throttled = any(name in metrics.options for name in THROTTLING_OPTIONS)
+    if in_flight < MIN_CONCURRENCY and not throttled:
+        return [
+            f"{stated}; an unthrottled job keeps at least one I/O in flight most of the time: "
+            "units can't be right (latency in µs reported as ms? IOPS too low?)"
+        ]
+    return []
+
+
+def _fmt(value: float) -> str:
+    """Return a count with sensible precision."""
+    if value >= 100 or math.isclose(value, round(value)):
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
