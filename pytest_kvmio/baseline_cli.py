@@ -1,0 +1,319 @@
+"""`kvmio baseline record`: write baselines from a perf results file into thresholds/baselines/."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pytest_kvmio.cli import CommandError
+from pytest_kvmio.perfgate import spread
+from pytest_kvmio.thresholds import (
+    DEFAULT_TOLERANCE,
+    METRIC_DIRECTIONS,
+    Thresholds,
+    ThresholdsError,
+    load_thresholds,
+    load_yaml,
+    validate,
+)
+
+__all__ = ["add_parser", "record", "run_record"]
+
+#: Metrics the results may carry that a baseline does not track (fixed by the profile).
+_NOT_BASELINED = frozenset({"runtime_s"})
+
+
+def _tolerance(text: str) -> float:
+    """Parse --tolerance: a fraction in (0, 1), or a percentage like 15%."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.15 or a percentage like 15%, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a value between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def _date(text: str) -> str:
+    """Parse --at: an ISO date."""
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO date like 2024-05-02, got {text!r}") from None
+
+
+def _class_name(text: str) -> str:
+    """Parse --class: a storage class name as classes.yaml spells them."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(f"expected a lower-case class name like nvme-local, got {text!r}")
+    return text
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the `baseline` command and its `record` action to the `kvmio` subparsers."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "baseline", help="record performance baselines", description=__doc__
+    )
+    actions = parser.add_subparsers(dest="baseline_command", required=True, metavar="ACTION")
+    rec = actions.add_parser(
+        "record",
+        help="record medians and samples of a perf results file as baselines",
+        description=(
+            "Record the median, raw samples and environment fingerprint of every target, profile and "
+            "metric in a perf results file (schema: perf-results.schema.json) into a baseline YAML file. "
+            "Entries already in the file for other targets or profiles are kept; an entry with the same "
+            "target and profile is replaced."
+        ),
+    )
+    rec.add_argument("--results", required=True, type=Path, metavar="FILE", help="perf results JSON written by the perf suite")
+    rec.add_argument("--out", required=True, type=Path, metavar="FILE", help="baseline YAML, e.g. thresholds/baselines/nvme-local.yaml")
+    rec.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        default=None,
+        help=f"relative tolerance of every recorded metric (default: keep the replaced entry's, else {DEFAULT_TOLERANCE})",
+    )
+    rec.add_argument(
+        "--class",
+        dest="storage_class",
+        type=_class_name,
+        default=None,
+        metavar="NAME",
+        help="storage class to record in the fingerprint (must agree with the results' own)",
+    )
+    rec.add_argument(
+        "--thresholds",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="check profiles against this thresholds directory and fill in the storage class from it",
+    )
+    rec.add_argument("--at", type=_date, default=None, metavar="DATE", help="recording date (default: today, UTC)")
+    rec.set_defaults(func=run_record)
+    return parser
+
+
+def run_record(args: argparse.Namespace) -> int:
+    """Run `kvmio baseline record` from parsed arguments."""
+    summary, warnings = record(
+        args.results,
+        args.out,
+        tolerance=args.tolerance,
+        storage_class=args.storage_class,
+        thresholds_dir=args.thresholds,
+        at=args.at,
+    )
+    for warning in warnings:
+        print(f"kvmio baseline record: warning: {warning}", file=sys.stderr)
+    print(summary)
+    return 0
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    label = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CommandError(f"--results {label}: file not found; pass the JSON the perf suite wrote") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"--results {label}: cannot read: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"--results {label}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    try:
+        validate("perf-results", document, f"--results {label}")
+    except ThresholdsError as exc:
+        raise CommandError(str(exc)) from None
+    result: dict[str, Any] = document
+    return result
+
+
+def _read_existing(path: Path) -> tuple[str, dict[str, Any]]:
+    """Return the leading comment block and the document of an existing baseline file."""
+    if not path.exists():
+        return "", {"version": 1, "baselines": []}
+    label = f"--out {path}"
+    try:
+        document = load_yaml(path, label)
+        if document is None:
+            document = {"version": 1, "baselines": []}
+        validate("baselines", document, label)
+    except ThresholdsError as exc:
+        raise CommandError(f"{exc}\n(fix or move the existing file; nothing was written)") from None
+    header_lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or (header_lines and not line.strip()):
+            header_lines.append(line)
+        else:
+            break
+    header = "\n".join(header_lines).rstrip()
+    return (header + "\n" if header else ""), document
+
+
+def _number(value: float) -> float | int:
+    """Return an integral float as int, so the YAML reads 142240 rather than 142240.0."""
+    return int(value) if float(value).is_integer() else round(float(value), 3)
+
+
+def record(
+    results: Path,
+    out: Path,
+    *,
+    tolerance: float | None = None,
+    storage_class: str | None = None,
+    thresholds_dir: Path | None = None,
+    at: str | None = None,
+) -> tuple[str, list[str]]:
+    """Merge baselines from a results file into `out`; return a summary line and warnings."""
+    document = _read_results(results)
+    thresholds: Thresholds | None = None
+    if thresholds_dir is not None:
+        try:
+            thresholds = load_thresholds(thresholds_dir)
+        except ThresholdsError as exc:
+            raise CommandError(f"--thresholds: {exc}") from None
+    header, existing = _read_existing(out)
+    old_entries: dict[tuple[str, str], dict[str, Any]] = {
+        (e["target"], e["profile"]): e for e in existing["baselines"]
+    }
+    recorded_at = at or dt.datetime.now(dt.UTC).date().isoformat()
+    warnings: list[str] = []
+    new_entries: dict[tuple[str, str], dict[str, Any]] = {}
+
+    for index, result in enumerate(document["results"]):
+        where = f"--results {results}: results[{index}]"
+        target, profile = result["target"], result["profile"]
+        key = (target, profile)
+        if key in new_entries:
+            raise CommandError(f"{where}: a second result for {target} {profile}; merge the samples into one result")
+        if thresholds is not None and profile not in thresholds.profiles:
+            raise CommandError(
+                f"{where}.profile: unknown profile {profile!r}; {thresholds.directory}/profiles.yaml defines "
+                f"{', '.join(thresholds.profiles)}"
+            )
+        fingerprint = {
+            k: v if isinstance(v, str) else json.dumps(v)
+            for k, v in {**document["fingerprint"], **result.get("fingerprint", {})}.items()
+            if v is not None
+        }
+        if storage_class is not None:
+            named = fingerprint.get("storage_class")
+            if named is not None and named != storage_class:
+                raise CommandError(
+                    f"{where}: the results say storage class {named!r} for {target}, --class says "
+                    f"{storage_class!r}; drop --class or record this target separately"
+                )
+            fingerprint["storage_class"] = storage_class
+        elif "storage_class" not in fingerprint and thresholds is not None:
+            found = thresholds.class_for(target, result.get("serial"))
+            if found is not None:
+                fingerprint["storage_class"] = found.name
+        if "storage_class" not in fingerprint:
+            warnings.append(f"{target} {profile}: no storage class in the fingerprint; pass --class or --thresholds")
+
+        previous = old_entries.get(key, {}).get("metrics", {})
+        metrics: dict[str, Any] = {}
+        for metric, values in result["samples"].items():
+            label = f"{target} {profile} {metric}"
+            if metric in _NOT_BASELINED:
+                continue
+            if metric not in METRIC_DIRECTIONS:
+                warnings.append(f"{label}: not a metric baselines track ({', '.join(METRIC_DIRECTIONS)}); skipped")
+                continue
+            if any(v is None for v in values):
+                warnings.append(f"{label}: not measured in every run (None); skipped, so it has no baseline")
+                continue
+            if any(not math.isfinite(v) or v < 0 for v in values):
+                warnings.append(f"{label}: negative or non-finite samples {values}; skipped")
+                continue
+            median = statistics.median(values)
+            metric_tolerance = tolerance
+            if metric_tolerance is None:
+                metric_tolerance = previous.get(metric, {}).get("tolerance", DEFAULT_TOLERANCE)
+            width = spread(values)
+            if width > metric_tolerance:
+                warnings.append(
+                    f"{label}: samples spread {width:.0%}, wider than the {metric_tolerance:.0%} tolerance; "
+                    "the baseline will be noisy: record more runs on a quiet system or widen --tolerance"
+                )
+            if len(values) < 3:
+                warnings.append(f"{label}: only {len(values)} run(s); 3 or more make a robust median")
+            metrics[metric] = {
+                "median": _number(median),
+                "tolerance": metric_tolerance,
+                "direction": METRIC_DIRECTIONS[metric],
+                "samples": [_number(v) for v in values],
+            }
+        if not metrics:
+            warnings.append(f"{target} {profile}: no metric could be recorded; entry skipped")
+            continue
+        new_entries[key] = {
+            "target": target,
+            "profile": profile,
+            "at": recorded_at,
+            "fingerprint": fingerprint,
+            "metrics": metrics,
+        }
+
+    if not new_entries:
+        raise CommandError(f"--results {results}: no result with a recordable metric; nothing was written")
+
+    merged: list[dict[str, Any]] = []
+    replaced = 0
+    for entry in existing["baselines"]:
+        key = (entry["target"], entry["profile"])
+        if key in new_entries:
+            merged.append(new_entries.pop(key))
+            replaced += 1
+        else:
+            merged.append(entry)
+    added = len(new_entries)
+    merged.extend(new_entries.values())
+    output = {"version": 1, "baselines": merged}
+    try:
+        validate("baselines", output, f"--out {out}")
+    except ThresholdsError as exc:  # a bug here, not the user's: say so
+        raise CommandError(f"refusing to write an invalid baseline file: {exc}") from None
+    _write_atomically(out, header + yaml.dump(output, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
+    return f"{out}: recorded {added + replaced} entries ({added} new, {replaced} replaced), {len(merged)} in the file", warnings
+
+
+class _Dumper(yaml.SafeDumper):
+    """Write lists of numbers on one line and keep keys in the order given."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = all(isinstance(item, (int, float)) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` so a crash never leaves half a file."""
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise CommandError(f"--out {path}: cannot write: {exc}") from None
