@@ -187,13 +187,7 @@ def _split_documents(text: str, source: str) -> tuple[str, list[Any]]:
         try:
             doc, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError as exc:
-            line = text.count("\n", 0, exc.pos) + 1
-            what = "truncated" if exc.pos >= len(text.rstrip()) else "invalid"
-            nth = f"document {len(documents) + 1}" if documents else "the JSON document"
-            raise FioError(
-                source, f"{what} fio JSON: {nth} (from line {text.count(chr(10), 0, start) + 1}) "
-                f"breaks at line {line}: {exc.msg}"
-            ) from None
+            raise _decode_error(source, text, start, len(documents), exc) from None
         documents.append(doc)
         pos = end
     if not documents:
@@ -204,6 +198,21 @@ def _split_documents(text: str, source: str) -> tuple[str, list[Any]]:
             f"no fio JSON document found (run fio with --output-format=json); starts with {shown}",
         )
     return preamble, documents
+
+
+def _decode_error(
+    source: str, text: str, start: int, done: int, exc: json.JSONDecodeError
+) -> FioError:
+    """Return the error for a JSON document that does not parse."""
+    first = text.count("\n", 0, start) + 1
+    line = text.count("\n", 0, exc.pos) + 1
+    # fio ends every document with "}" in column 0; without one it was cut off.
+    truncated = re.search(r"^\}", text[start:], re.MULTILINE) is None
+    what = "truncated" if truncated else "invalid"
+    nth = f"document {done + 1}" if done else "the JSON document"
+    return FioError(
+        source, f"{what} fio JSON: {nth} starting at line {first} breaks at line {line}: {exc.msg}"
+    )
 
 
 @lru_cache(maxsize=1)
@@ -242,7 +251,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         wanted = " or ".join(f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names)
         return f"expected {wanted}, got {got}"
     if error.validator == "required":
-        return "missing"
+        return "required field is missing"
     if error.validator == "minimum":
         return f"expected at least {error.validator_value}, got {got}"
     if error.validator == "minItems":
