@@ -1,0 +1,108 @@
+"""Tests of `kvmio fio show`."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_kvmio import fio_cli
+from pytest_kvmio.cli import CommandError
+
+DATA = Path(__file__).parent / "data" / "fio"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    """Parse `kvmio fio ...` with only the fio subcommand registered."""
+    parser = argparse.ArgumentParser(prog="kvmio")
+    fio_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["fio", *argv])
+
+
+def show(*argv: str) -> str:
+    """Run `kvmio fio show ARGV...` and return what it printed."""
+    args = parse("show", *argv)
+    out = io.StringIO()
+    assert args.func(args, out=out) == 0
+    return out.getvalue()
+
+
+def test_table_shows_metrics_per_job_and_direction() -> None:
+    text = show(str(DATA / "randrw-mixed.json"))
+    lines = text.splitlines()
+    assert lines[0] == f"{DATA / 'randrw-mixed.json'} (fio-3.33)"
+    assert lines[1].split() == [
+        "job", "dir", "IOPS", "MiB/s", "mean", "µs", "p99", "µs", "p99.9", "µs", "runtime", "s",
+    ]
+    assert lines[2].split() == ["randrw", "read", "11,541", "45.1", "198.4", "700.4", "2,768.9", "2.001"]
+    assert lines[3].split() == ["randrw", "write", "4,935", "19.3", "229.2", "847.9", "2,900.0", "2.001"]
+
+
+def test_unknown_latency_is_printed_as_unknown() -> None:
+    text = show(str(DATA / "gtod-reduce.json"))
+    assert "randread  read  15,312   59.8  unknown  unknown   unknown      2.002" in text
+    assert "gtod_reduce" in text
+
+
+def test_plausibility_warning_is_printed() -> None:
+    text = show(str(DATA / "littles-law-violation-hand-made.json"))
+    assert "warning: randread/read: 171,816 IOPS" in text
+    assert "units can't be right" in text
+
+
+def test_fio_text_and_job_errors_are_printed() -> None:
+    text = show(str(DATA / "stderr-then-json.json"))
+    assert "fio said: fio: pid=" in text
+    assert "error: bad/trim: 1 error(s), fio error code 25" in text
+
+
+def test_several_files_and_snapshots() -> None:
+    text = show(str(DATA / "status-interval.json"), str(DATA / "randread-iouring-qd8.json"))
+    assert "(fio-3.33, 4 snapshots, the last shown)" in text
+    assert "randread-iouring-qd8.json (fio-3.33)" in text
+
+
+def test_json_output_has_normalized_metrics() -> None:
+    data = json.loads(show("--json", str(DATA / "gtod-reduce.json"), str(DATA / "randrw-unified.json")))
+    gtod, unified = data
+    assert gtod["source"] == str(DATA / "gtod-reduce.json")
+    assert gtod["fio_version"] == "fio-3.33"
+    (m,) = gtod["metrics"]
+    assert m["iops"] == 15311.688312
+    assert m["lat_mean_us"] is None and m["lat_p99_us"] is None
+    assert unified["metrics"][0]["direction"] == "mixed"
+    assert unified["problems"] == []
+
+
+def test_json_output_lists_problems() -> None:
+    (data,) = json.loads(show("--json", str(DATA / "littles-law-violation-hand-made.json")))
+    assert len(data["problems"]) == 1
+
+
+def test_bad_file_is_a_command_error_with_file_and_path() -> None:
+    path = DATA / "malformed-wrong-type.json"
+    args = parse("show", str(path))
+    with pytest.raises(CommandError) as info:
+        args.func(args)
+    assert str(info.value) == f'{path}: jobs[0].read.iops: expected a number, got "fast"'
+
+
+def test_show_needs_a_file() -> None:
+    with pytest.raises(SystemExit):
+        parse("show")
+
+
+def test_kvmio_main_runs_fio_show(capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the real `kvmio` entry point, once every subcommand module exists."""
+    cli = pytest.importorskip("pytest_kvmio.cli")
+    pytest.importorskip("pytest_kvmio.lab.cli")
+    pytest.importorskip("pytest_kvmio.baseline_cli")
+    assert cli.main(["fio", "show", str(DATA / "randread-iouring-qd8.json")]) == 0
+    assert "34,805" in capsys.readouterr().out
+    assert cli.main(["fio", "show", str(DATA / "normal-output.txt")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kvmio fio: error: ")
+    assert "no fio JSON document found" in err
