@@ -40,6 +40,8 @@ CONCURRENCY_MARGIN = 1.5
 MIN_CONCURRENCY = 1e-3
 
 _JSON_START = re.compile(r"^[ \t]*\{", re.MULTILINE)
+# fio opens every document with "{" alone on its line; such a line must parse.
+_FIO_OPENING = re.compile(r"\{[ \t]*\r?\n")
 
 
 class FioError(ValueError):
@@ -187,6 +189,9 @@ def _split_documents(text: str, source: str) -> tuple[str, list[Any]]:
         try:
             doc, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError as exc:
+            if not _FIO_OPENING.match(text, start):
+                pos = match.end()  # a text line that happens to start with "{"
+                continue
             raise _decode_error(source, text, start, len(documents), exc) from None
         documents.append(doc)
         pos = end

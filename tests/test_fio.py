@@ -326,3 +326,16 @@ def test_corpus_is_small_and_documented() -> None:
             continue
         assert path.stat().st_size < 200_000, path.name
         assert path.name in script, f"{path.name} is not made by make_corpus.sh"
+
+
+def test_text_lines_starting_with_a_brace_are_not_documents() -> None:
+    text = (DATA / "randread-iouring-qd8.json").read_text()
+    report = parse_fio("{not json} from a wrapper script\n" + text, "wrapped.json")
+    assert report.preamble == "{not json} from a wrapper script\n"
+    assert report.metrics[0].iops == 34805.097451
+
+
+def test_compact_json_on_one_line_is_read() -> None:
+    doc = json.loads((DATA / "randread-iouring-qd8.json").read_text())
+    report = parse_fio("warning: x\n" + json.dumps(doc, separators=(",", ":")), "jq-c.json")
+    assert report.metrics[0].lat_p99_us == 618496 / 1000
