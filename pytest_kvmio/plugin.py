@@ -192,6 +192,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_collection(session: pytest.Session) -> None:
+    """Read explicitly named targets before collecting, so bad input is a usage error (exit 4)."""
+    config = session.config
+    if any(config.getoption(o) for o in ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains")):
+        config.stash[STATE].hosts()
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if config.getoption("kvmio_domain_xml"):
         return [f"kvmio: offline lint of {', '.join(config.getoption('kvmio_domain_xml'))}"]

@@ -61,7 +61,12 @@ def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str]
     progress(f"kvmio: reading facts of {spec.name} ({spec.testinfra_spec}, {uri})")
     try:
         target.testinfra_host = testinfra.get_host(spec.testinfra_spec)
-        probe = target.testinfra_host.run("true")
+        try:
+            probe = target.testinfra_host.run("true")
+        except RuntimeError as exc:  # testinfra's ssh backend raises on exit 255 (ssh itself failed)
+            probe = exc.args[0] if exc.args and hasattr(exc.args[0], "stderr") else None
+            if probe is None:
+                raise
         if probe.rc != 0:
             raise HostUnreachable(
                 f"{spec.name}: cannot run commands via {spec.testinfra_spec} (exit {probe.rc}): "
