@@ -1,0 +1,64 @@
+#!/bin/busybox sh
+# /init of the kvmio lab guest: no udev, no disk root; ends in the QEMU guest agent.
+# Kernel cmdline knobs (seeded guest misconfigurations):
+#   kvmio.disks=N                  wait (bounded) until N disks are visible
+#   kvmio.sched=SERIAL:SCHEDULER   set that disk's scheduler (default for every disk: none)
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mkdir -p /proc /sys /dev /tmp /run /var /dev/virtio-ports
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm /dev/virtio-ports
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+ln -sfn /run /var/run
+log() { echo "kvmio-init: $*" > /dev/console; }
+
+while read -r mod args; do
+    [ -n "$mod" ] || continue
+    insmod "$mod" $args || log "insmod $mod failed"
+done < /etc/kvmio/modules
+
+want_disks=0
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in kvmio.disks=*) want_disks="${arg#kvmio.disks=}" ;; esac
+done
+disks() { ls -d /sys/block/vd* /sys/block/sd* 2>/dev/null; }
+i=0
+while [ "$(disks | wc -l)" -lt "$want_disks" ] && [ "$i" -lt 100 ]; do sleep 0.2; i=$((i + 1)); done
+[ "$(disks | wc -l)" -ge "$want_disks" ] || log "only $(disks | wc -l) of $want_disks disks appeared"
+
+serial_of() {  # virtio-blk: /sys/block/X/serial; scsi: VPD page 0x80 after a 4-byte header
+    if [ -r "$1/serial" ]; then cat "$1/serial"
+    elif [ -r "$1/device/vpd_pg80" ]; then tail -c +5 "$1/device/vpd_pg80" | tr -d '\000 '
+    fi
+}
+for dev in $(disks); do echo none > "$dev/queue/scheduler"; done
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+    kvmio.sched=*)
+        spec="${arg#kvmio.sched=}"; serial="${spec%%:*}"; sched="${spec#*:}"
+        for dev in $(disks); do
+            if [ "$(serial_of "$dev")" = "$serial" ]; then
+                echo "$sched" > "$dev/queue/scheduler" || log "scheduler $sched on $dev failed"
+            fi
+        done ;;
+    esac
+done
+
+i=0
+while [ ! -d /sys/class/virtio-ports ] && [ "$i" -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+for port in /sys/class/virtio-ports/*; do
+    [ -r "$port/name" ] || continue
+    ln -sfn "/dev/${port##*/}" "/dev/virtio-ports/$(cat "$port/name")"
+done
+log "ready: $(disks | wc -l) disks, agent on /dev/virtio-ports/org.qemu.guest_agent.0"
+# Respawn the agent rather than exec it: if PID 1 exited, the guest would panic.
+while true; do
+    /usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 -t /run
+    log "qemu-ga exited with $?; restarting"
+    sleep 1
+done
