@@ -1,0 +1,220 @@
+"""Tests of `kvmio baseline record` through its parser and `func`, without the other subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_kvmio import baseline_cli
+from pytest_kvmio.cli import CommandError
+from pytest_kvmio.thresholds import load_thresholds
+
+REPO = Path(__file__).parent.parent
+DATA = Path(__file__).parent / "data" / "thresholds"
+
+RESULTS: dict[str, Any] = {
+    "fingerprint": {"cpu_model": "QEMU TCG", "kernel": "6.1.0-21-amd64", "qemu": "7.2.9", "libvirt": "9.0.0"},
+    "results": [
+        {
+            "target": "local/kvmio-lab-good/vdb",
+            "profile": "randread-4k-qd32x4",
+            "serial": "kvmio-scratch-1",
+            "fingerprint": {"device_model": "virtio-blk", "io_mode": "io_uring", "cache": "none"},
+            "samples": {
+                "iops": [10100.5, 9800, 10400],
+                "lat_p99_us": [None, None, None],
+                "runtime_s": [10, 10, 10],
+                "host_cpu_us_per_io": [310.0, 305.5, 320.0],
+            },
+        },
+        {
+            "target": "local/kvmio-lab-good/vdc",
+            "profile": "randread-4k-qd1",
+            "fingerprint": {"device_model": "virtio-scsi", "io_mode": "native", "cache": "none"},
+            "samples": {"iops": [900, 950, 1000], "lat_p99_us": [2100, 2000, 2200]},
+        },
+    ],
+}
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kvmio")
+    sub = parser.add_subparsers(dest="command", required=True)
+    baseline_cli.add_parser(sub)
+    return parser.parse_args(list(argv))
+
+
+def run(*argv: str) -> int:
+    args = parse(*argv)
+    return int(args.func(args))
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(RESULTS))
+    return path
+
+
+@pytest.fixture
+def thresholds(tmp_path: Path) -> Path:
+    """A copy of the shipped thresholds directory, so recording into baselines/ is safe."""
+    target = tmp_path / "thresholds"
+    shutil.copytree(REPO / "thresholds", target)
+    return target
+
+
+def test_record_writes_medians_samples_and_fingerprint(
+    results: Path, thresholds: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = thresholds / "baselines" / "lab-tcg.yaml"
+    assert run("baseline", "record", "--results", str(results), "--out", str(out),
+               "--thresholds", str(thresholds), "--at", "2024-05-02") == 0
+    captured = capsys.readouterr()
+    assert f"{out}: recorded 2 entries (2 new, 0 replaced), 2 in the file" in captured.out
+    assert "lat_p99_us: not measured in every run (None); skipped" in captured.err
+
+    loaded = load_thresholds(thresholds)  # the written file validates and is found by lookups
+    iops = loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "iops")
+    assert iops is not None
+    assert (iops.median, iops.samples, iops.tolerance, iops.at) == (10100.5, (10100.5, 9800, 10400), 0.15, "2024-05-02")
+    assert iops.direction == "higher-is-better"
+    assert dict(iops.fingerprint) == {
+        "cpu_model": "QEMU TCG", "kernel": "6.1.0-21-amd64", "qemu": "7.2.9", "libvirt": "9.0.0",
+        "device_model": "virtio-blk", "io_mode": "io_uring", "cache": "none", "storage_class": "lab-tcg",
+    }
+    cpu = loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "host_cpu_us_per_io")
+    assert cpu is not None and cpu.median == 310 and cpu.direction == "lower-is-better"
+    assert loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "lat_p99_us") is None
+    assert loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "runtime_s") is None
+    latency = loaded.baseline("local/kvmio-lab-good/vdc", "randread-4k-qd1", "lat_p99_us")
+    assert latency is not None and latency.median == 2100
+    assert "samples: [10100.5, 9800, 10400]" in out.read_text()
+
+
+def test_record_merges_without_losing_other_entries(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "baselines" / "mixed.yaml"
+    out.parent.mkdir()
+    existing = {
+        "version": 1,
+        "baselines": [
+            {"target": "hv01/db01/vdb", "profile": "seqread-1m", "at": "2023-01-01", "fingerprint": {"kernel": "5.10"},
+             "metrics": {"bw_bytes": {"median": 2e9}}},
+            {"target": "local/kvmio-lab-good/vdb", "profile": "randread-4k-qd32x4", "at": "2023-01-01",
+             "fingerprint": {}, "metrics": {"iops": {"median": 1, "tolerance": 0.3}}},
+        ],
+    }
+    out.write_text("# Hand-written header, kept by record.\n# Second line.\n\n" + yaml.safe_dump(existing, sort_keys=False))
+    assert run("baseline", "record", "--results", str(results), "--out", str(out), "--class", "lab-tcg") == 0
+    text = out.read_text()
+    assert text.startswith("# Hand-written header, kept by record.\n# Second line.\n")
+    document = yaml.safe_load(text)
+    entries = {(e["target"], e["profile"]): e for e in document["baselines"]}
+    assert list(entries) == [
+        ("hv01/db01/vdb", "seqread-1m"),
+        ("local/kvmio-lab-good/vdb", "randread-4k-qd32x4"),
+        ("local/kvmio-lab-good/vdc", "randread-4k-qd1"),
+    ]
+    assert entries[("hv01/db01/vdb", "seqread-1m")] == existing["baselines"][0]  # untouched
+    replaced = entries[("local/kvmio-lab-good/vdb", "randread-4k-qd32x4")]
+    assert replaced["metrics"]["iops"]["median"] == 10100.5
+    assert replaced["metrics"]["iops"]["tolerance"] == 0.3  # a hand-tuned tolerance survives re-recording
+    assert replaced["fingerprint"]["storage_class"] == "lab-tcg"
+
+
+def test_explicit_tolerance_applies_everywhere(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b.yaml"
+    run("baseline", "record", "--results", str(results), "--out", str(out), "--tolerance", "20%")
+    document = yaml.safe_load(out.read_text())
+    assert {m["tolerance"] for e in document["baselines"] for m in e["metrics"].values()} == {0.2}
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "fast", "-0.1"])
+def test_bad_tolerance_is_rejected_by_the_parser(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse("baseline", "record", "--results", "r.json", "--out", "o.yaml", "--tolerance", value)
+    assert "--tolerance" in capsys.readouterr().err
+
+
+def test_noisy_or_short_samples_warn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"fingerprint": {}, "results": [
+        {"target": "a/b/c", "profile": "p", "samples": {"iops": [5000, 10000, 9000], "lat_mean_us": [100]}}
+    ]}))
+    run("baseline", "record", "--results", str(results), "--out", str(tmp_path / "o.yaml"))
+    err = capsys.readouterr().err
+    assert "a/b/c p iops: samples spread 56%, wider than the 15% tolerance" in err
+    assert "a/b/c p lat_mean_us: only 1 run(s)" in err
+    assert "a/b/c p: no storage class in the fingerprint; pass --class or --thresholds" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "--results {results}:1:2: not JSON: Expecting property name"),
+        (json.dumps({"results": []}), "--results {results}: missing required key 'fingerprint'"),
+        (json.dumps({"fingerprint": {}, "results": [{"target": "vm01", "profile": "p", "samples": {}}]}),
+         "--results {results}: results[0].target: expected a target id host/domain/disk"),
+        (json.dumps({"fingerprint": {}, "results": [{"target": "a/b/c", "profile": "p",
+                                                      "samples": {"iops": ["fast"]}}]}),
+         "--results {results}: results[0].samples.iops[0]: expected a number or nothing, got 'fast'"),
+        (json.dumps({"fingerprint": {}, "results": [{"target": "a/b/c", "profile": "p",
+                                                      "samples": {"lat_p99_us": [None]}}]}),
+         "no result with a recordable metric; nothing was written"),
+        (json.dumps({"fingerprint": {"storage_class": "nvme-local"}, "results": [
+            {"target": "a/b/c", "profile": "p", "samples": {"iops": [1, 1, 1]}}]}),
+         "the results say storage class 'nvme-local' for a/b/c, --class says 'lab-tcg'"),
+        (json.dumps({"fingerprint": {}, "results": [
+            {"target": "a/b/c", "profile": "p", "samples": {"iops": [1]}},
+            {"target": "a/b/c", "profile": "p", "samples": {"iops": [2]}}]}),
+         "results[1]: a second result for a/b/c p"),
+    ],
+)
+def test_bad_results_are_command_errors(tmp_path: Path, content: str, message: str) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(content)
+    out = tmp_path / "out.yaml"
+    with pytest.raises(CommandError) as info:
+        run("baseline", "record", "--results", str(results), "--out", str(out), "--class", "lab-tcg")
+    assert message.format(results=results) in str(info.value)
+    assert not out.exists()
+
+
+def test_missing_results_file(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match="file not found; pass the JSON the perf suite wrote"):
+        run("baseline", "record", "--results", str(tmp_path / "nope.json"), "--out", str(tmp_path / "o.yaml"))
+
+
+def test_unknown_profile_with_thresholds(results: Path, thresholds: Path, tmp_path: Path) -> None:
+    data = json.loads(results.read_text())
+    data["results"][0]["profile"] = "randread-8k"
+    results.write_text(json.dumps(data))
+    with pytest.raises(CommandError, match=r"results\[0\]\.profile: unknown profile 'randread-8k'"):
+        run("baseline", "record", "--results", str(results), "--out", str(tmp_path / "o.yaml"),
+            "--thresholds", str(thresholds))
+
+
+def test_invalid_existing_baseline_file_is_left_alone(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.yaml"
+    out.write_text("version: 1\nbaselines:\n  - target: a/b/c\n    profile: p\n")
+    with pytest.raises(CommandError) as info:
+        run("baseline", "record", "--results", str(results), "--out", str(out))
+    assert f"--out {out}: baselines[0]: missing required key 'at', 'fingerprint', 'metrics'" in str(info.value)
+    assert "nothing was written" in str(info.value)
+    assert out.read_text() == "version: 1\nbaselines:\n  - target: a/b/c\n    profile: p\n"
+
+
+def test_shipped_perf_results_schema_accepts_the_documented_example(results: Path) -> None:
+    from pytest_kvmio.thresholds import validate
+
+    validate("perf-results", json.loads(results.read_text()), "example")  # no exception
+
+
+def test_fixture_baselines_validate() -> None:
+    assert load_thresholds(DATA / "good").baselines
