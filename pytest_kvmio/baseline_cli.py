@@ -152,7 +152,7 @@ def _read_existing(path: Path) -> tuple[str, dict[str, Any]]:
         validate("baselines", document, label)
     except ThresholdsError as exc:
         raise CommandError(f"{exc}\n(fix or move the existing file; nothing was written)") from None
-    header_lines = []
+    header_lines: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#") or (header_lines and not line.strip()):
             header_lines.append(line)

@@ -101,7 +101,7 @@ def test_record_writes_medians_samples_and_fingerprint(
 def test_record_merges_without_losing_other_entries(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "baselines" / "mixed.yaml"
     out.parent.mkdir()
-    existing = {
+    existing: dict[str, Any] = {
         "version": 1,
         "baselines": [
             {"target": "hv01/db01/vdb", "profile": "seqread-1m", "at": "2023-01-01", "fingerprint": {"kernel": "5.10"},
