@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Make a fresh Debian 12 machine ready for pytest-kvmio: packages, the package itself, libvirt daemons.
+# Safe to run again: installs only what is missing and leaves running daemons alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients   # the hypervisor
+  libvirt-dev pkg-config gcc python3-dev                              # build libvirt-python
+  fio busybox-static cpio kmod                                        # the lab guest
+  openssh-server openssh-client                                       # the remote path on loopback
+  libxml2-utils                                                       # virt-xml-validate
+)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # --force-confnew: a qemu.conf left from an earlier install would otherwise stop dpkg at a prompt.
+  apt-get install -y -q -o Dpkg::Options::=--force-confnew "${missing[@]}"
+fi
+
+echo "setup: pip install -e .[dev]"
+python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v -e "Running pip as the 'root' user" -e "^WARNING: Location" || true
+
+echo "setup: libvirt daemons"
+python3 -c "from pytest_kvmio.lab import daemons; started = daemons.ensure_running(); daemons.connect(); print('setup: started ' + (', '.join(started) or 'nothing (already running)'))"
