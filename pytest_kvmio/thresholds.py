@@ -418,6 +418,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{prefix}expected a number {bounds[validator]} {expected}, got {_show(value)}"
     if validator == "pattern":
         return f"{prefix}expected {description or f'a string matching {expected}'}, got {_show(value)}"
+    if validator == "minProperties" and description:
+        return f"{prefix}expected {description}, got {_show(value) if value else 'an empty mapping'}"
     if validator in ("minItems", "minProperties"):
         return f"{prefix}expected at least {expected} entr{'y' if expected == 1 else 'ies'}, got {len(value)}"
     if validator in ("minLength", "maxLength"):
