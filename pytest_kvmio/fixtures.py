@@ -68,3 +68,53 @@ def kvmio_facts(request: pytest.FixtureRequest) -> dict[str, Any]:
     from pytest_kvmio.plugin import EXTRA_FACTS
 
     return request.node.stash.setdefault(EXTRA_FACTS, {})
+
+
+def _state(request: pytest.FixtureRequest) -> Any:
+    from pytest_kvmio.plugin import STATE
+
+    return request.config.stash[STATE]
+
+
+def _open_guest(target: Target, spec: str | None) -> Any:
+    from pytest_kvmio.guest import GuestError, guest_host
+
+    assert target.domain is not None
+    if target.domain.running is False:
+        return f"{target.domain.id}: domain not running; start it to check the guest side"
+    try:
+        dom = target.host.connection.lookupByName(target.domain.name)
+        return guest_host(spec, dom, target.host.facts.libvirt_uri)
+    except GuestError as exc:
+        return f"{target.domain.id}: guest unavailable: {exc}"
+
+
+@pytest.fixture
+def guest(kvmio_target: Target, request: pytest.FixtureRequest) -> Any:
+    """The domain's guest as a testinfra Host: QEMU guest agent by default, SSH with --guest."""
+    if kvmio_target.host.offline or kvmio_target.domain is None:
+        pytest.skip("offline lint (--domain-xml): no guest to reach; pass --host")
+    state = _state(request)
+    key = kvmio_target.domain.id
+    if key not in state.guests:
+        state.guests[key] = _open_guest(kvmio_target, request.config.getoption("kvmio_guest"))
+    found = state.guests[key]
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+@pytest.fixture
+def guest_disk(disk: Disk, guest: Any, request: pytest.FixtureRequest) -> Any:
+    """The guest block device of `disk`, found by serial or SCSI address (never by vdX name)."""
+    from pytest_kvmio.guestmap import Unmapped, map_guest_disks
+
+    state = _state(request)
+    key = disk.domain.id
+    if key not in state.guest_disks:
+        state.guest_disks[key] = map_guest_disks(guest, [d for d in disk.domain.disks if d.is_storage])
+    found = state.guest_disks[key].get(disk.target)
+    if found is None or isinstance(found, Unmapped):
+        why = found.reason if found is not None else "not probed"
+        pytest.fail(f"{disk.id}: cannot find this disk in the guest: {why}", pytrace=False)
+    return found

@@ -31,6 +31,10 @@ class KvmioState:
     config: pytest.Config
     collector: VerdictCollector = field(default_factory=VerdictCollector)
     _hosts: list[HostTarget] | None = None
+    #: Per domain id: the guest's testinfra Host, or why it can't be reached (asked once per session).
+    guests: dict[str, Any] = field(default_factory=dict)
+    #: Per domain id: libvirt target dev -> GuestDisk or Unmapped.
+    guest_disks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def hosts(self) -> list[HostTarget]:
         """Load the targets on first use: offline XML files, or each host's facts and domains."""
