@@ -77,7 +77,40 @@ def _installed_version(package: str) -> str:
     return proc.stdout
 
 
-def resolve_inputs() -> GuestInputs:
+def _apt_fingerprint() -> str:
+    """Return what changes when apt's package lists or the installed packages change."""
+    parts = [BUILD_FORMAT, hashlib.sha256(init_script()).hexdigest()]
+    for path in ("/var/lib/apt/lists", "/var/lib/dpkg/status", "/var/cache/apt/pkgcache.bin"):
+        try:
+            parts.append(f"{path}:{os.stat(path).st_mtime_ns}")
+        except OSError:
+            parts.append(f"{path}:-")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def resolve_inputs(cache_dir: Path | None = None) -> GuestInputs:
+    """Return the inputs, reusing the last answer while apt and dpkg state is unchanged."""
+    if cache_dir is None:
+        return _resolve_inputs()
+    memo = cache_dir / "inputs-memo.json"
+    fingerprint = _apt_fingerprint()
+    try:
+        doc = json.loads(memo.read_text())
+        if doc["fingerprint"] == fingerprint:
+            fields = dict(doc["inputs"])
+            fields["modules"] = tuple(fields["modules"])
+            inputs = GuestInputs(**fields)
+            if inputs.modules == MODULES:
+                return inputs
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    inputs = _resolve_inputs()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"fingerprint": fingerprint, "inputs": inputs.__dict__}, default=list) + "\n")
+    return inputs
+
+
+def _resolve_inputs() -> GuestInputs:
     """Return the package versions and scripts the guest would be built from (no download)."""
     depends = run(["apt-cache", "depends", KERNEL_META], timeout=60).stdout
     match = re.search(r"Depends: (linux-image-\S+)", depends)
@@ -224,5 +257,5 @@ def build(paths: LabPaths, inputs: GuestInputs) -> Guest:
 
 def ensure(paths: LabPaths) -> Guest:
     """Return the guest for the current inputs, building it on a cache miss."""
-    inputs = resolve_inputs()
+    inputs = resolve_inputs(paths.cache)
     return cached(paths, inputs) or build(paths, inputs)

@@ -13,6 +13,7 @@ VCPUS = 2
 MEMORY_MIB = 768
 MACHINE = "q35"  # libvirt 9.0 / QEMU 7.2 expand it to pc-q35-7.2 (>= 5.2: queues default = vCPUs)
 SCRATCH_SERIAL = "kvmio-scratch-0"
+SERIAL_MAX = 20  # virtio-blk serials are cut at 20 bytes (VIRTIO_BLK_ID_BYTES); the guest sees only those
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,11 @@ DOMAINS: tuple[DomainSpec, ...] = (
         iothreadpin={2: "1"},  # iothread 1 unpinned; vCPUs unpinned, so iothread 2 overlaps them
         scsi=ScsiController(queues=1, iothread=None),
         disks=(
-            DiskSpec("vdb", PINNING_FULL, "kvmio-pinning-nocache", io="io_uring", discard="unmap",
+            DiskSpec("vdb", PINNING_FULL, "kvmio-pin-nocache", io="io_uring", discard="unmap",
                      iothread=1, queues=VCPUS),
-            DiskSpec("vdc", PINNING_DATA, "kvmio-pinning-queues4", cache="none", io="io_uring",
+            DiskSpec("vdc", PINNING_DATA, "kvmio-pin-queues4", cache="none", io="io_uring",
                      discard="unmap", iothread=2, queues=4),
-            DiskSpec("sda", PINNING_SCSI, "kvmio-pinning-scsi", bus="scsi", cache="none", io="threads",
+            DiskSpec("sda", PINNING_SCSI, "kvmio-pin-scsi", bus="scsi", cache="none", io="threads",
                      discard="unmap"),
         ),
     ),
