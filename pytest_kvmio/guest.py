@@ -76,6 +76,10 @@ class GuestCommandTimeout(GuestError):
     """A guest command did not exit within its timeout."""
 
 
+class GuestOutputTooLarge(GuestError):
+    """A reply was larger than libvirt's RPC message limit (about 3 MB of command output)."""
+
+
 class GuestReadOnlyConnection(GuestError):
     """Agent commands were sent over a read-only libvirt connection."""
 
@@ -118,6 +122,15 @@ def classify_agent_error(domain: str, exc: BaseException, command: str) -> Guest
         return GuestReadOnlyConnection(
             domain,
             f"agent commands need a read-write libvirt connection ({msg})",
+            command,
+        )
+    if "unable to encode message payload" in low:
+        # libvirt RPC caps a string at 4 MiB (VIR_NET_MESSAGE_STRING_MAX); base64 makes ~3 MB of output
+        # too much. The command has exited by now and its output is lost.
+        return GuestOutputTooLarge(
+            domain,
+            f"output too large for libvirt's RPC limit ({msg}); keep agent command output under "
+            "about 3 MB (write to a file in the guest and read it in parts) or use --guest=ssh://",
             command,
         )
     if code == _libvirt_code("VIR_ERR_NO_DOMAIN", 42) or "domain not found" in low:

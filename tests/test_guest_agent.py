@@ -436,3 +436,23 @@ def test_read_irq_counts_finds_the_virtio_index_in_the_guest():
     agent = scripted({"exited": True, "exitcode": 0, "out-data": base64.b64encode(out.encode()).decode()})
     agent.expect_command = "readlink -f /sys/block/vda; echo ---; cat /proc/interrupts"
     assert read_irq_counts(host(agent), "vda").per_cpu() == {0: 1205, 1: 910}
+
+
+# --- replies recorded from a lab guest through libvirt ---------------------------------------
+
+
+@pytest.mark.parametrize("source", ["", "lab_"])
+def test_same_results_from_host_agent_and_lab_guest(source):
+    binary = host(ReplayAgent.load(f"{source}binary")).run("printf 'caf\\303\\251 \\377\\376\\000end'")
+    assert binary.stdout_bytes == b"caf\xc3\xa9 \xff\xfe\x00end"
+    failed = host(ReplayAgent.load(f"{source}nonzero_exit")).run("echo out; echo oops >&2; exit 3")
+    assert (failed.rc, failed.stdout, failed.stderr) == (3, "out\n", "oops\n")
+    killed = host(ReplayAgent.load(f"{source}signal")).run("kill -KILL $$")
+    assert (killed.rc, killed.signal) == (137, 9)
+    assert host(ReplayAgent.load(f"{source}slow")).run("sleep 2; echo late").stdout == "late\n"
+
+
+def test_output_over_libvirts_message_limit_is_a_clear_error():
+    agent = ReplayAgent.load("lab_too_large")
+    with pytest.raises(g.GuestOutputTooLarge, match=r"vm01: 'head -c 3200000 /dev/zero': output too large for libvirt's RPC limit"):
+        host(agent).run("head -c 3200000 /dev/zero")

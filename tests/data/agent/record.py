@@ -67,6 +67,7 @@ SCENARIOS = {
     "binary": "printf 'caf\\303\\251 \\377\\376\\000end'",
     "slow": "sleep 2; echo late",
     "truncated": "head -c 17000000 /dev/zero",
+    "too_large": "head -c 3200000 /dev/zero",
     "stderr_only": "ls /nonexistent-kvmio",
 }
 
