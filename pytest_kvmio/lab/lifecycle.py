@@ -191,8 +191,13 @@ def up(args: Any) -> int:
             target.write_text(xmlgen.render(spec, boot, paths.images, paths.console_log(spec.name)))
             offline[str(target)] = spec
         info.note = f"{len(offline)} files in {paths.offline}"
-    with progress.step("sshd", cleanup=lambda: sshd.stop(paths) if not sshd_running_before else None) as info:
-        sshd_running_before = sshd.running_pid(sshd.SshFiles(paths)) is not None
+    sshd_running_before = sshd.running_pid(sshd.SshFiles(paths)) is not None
+
+    def stop_new_sshd() -> None:
+        if not sshd_running_before:
+            sshd.stop(paths)
+
+    with progress.step("sshd", cleanup=stop_new_sshd) as info:
         ssh, sshd_started = sshd.ensure(paths, port)
         info.note = f"started on 127.0.0.1:{port}" if sshd_started else f"already running on 127.0.0.1:{port}"
     with progress.step("manifest") as info:

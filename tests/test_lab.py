@@ -1,0 +1,195 @@
+"""Unit tests of the lab helpers (no daemon: libvirt's in-process test:///default driver)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import libvirt
+import pytest
+from lxml import etree
+
+from pytest_kvmio.lab import cli, manifest, topology, xmlgen
+from pytest_kvmio.lab.topology import DiskSpec, DomainSpec, ImageSpec, ScsiController
+
+BOOT = xmlgen.GuestBoot(Path("/cache/vmlinuz"), Path("/cache/initrd.gz"), "qemu")
+
+# Written out by hand on purpose: an independent statement of what the topology seeds.
+EXPECTED = {
+    "kvmio-lab-good": {
+        "kvmio-lab-good": [], "kvmio-lab-good/vdb": [], "kvmio-lab-good/vdc": [], "kvmio-lab-good/sda": [],
+    },
+    "kvmio-lab-legacy": {
+        "kvmio-lab-legacy": [],
+        "kvmio-lab-legacy/vdb": ["disk-discard-unmap", "disk-iothread-assigned", "disk-native-not-sparse"],
+        "kvmio-lab-legacy/vdc": ["disk-discard-unmap", "disk-iothread-assigned", "disk-multiqueue"],
+        "kvmio-lab-legacy/vdd": ["disk-cache-safe", "disk-iothread-assigned"],
+    },
+    "kvmio-lab-pinning": {
+        "kvmio-lab-pinning": ["domain-iothread-pinned"],
+        "kvmio-lab-pinning/vdb": ["disk-direct-io-for-async"],
+        "kvmio-lab-pinning/vdc": ["disk-multiqueue"],
+        "kvmio-lab-pinning/sda": ["disk-iothread-assigned", "disk-multiqueue"],
+    },
+    "kvmio-lab-overlap": {"kvmio-lab-overlap": ["domain-iothread-pinned"], "kvmio-lab-overlap/vdb": []},
+    "kvmio-lab-offline-uring": {
+        "kvmio-lab-offline-uring": [], "kvmio-lab-offline-uring/vdb": ["disk-io-mode-valid"],
+    },
+    "kvmio-lab-offline-native-writeback": {
+        "kvmio-lab-offline-native-writeback": [],
+        "kvmio-lab-offline-native-writeback/vdb": ["disk-direct-io-for-async"],
+    },
+}
+EXPECTED_GUEST = {
+    "kvmio-lab-good": {"kvmio-lab-good/vdb": [], "kvmio-lab-good/vdc": [], "kvmio-lab-good/sda": []},
+    "kvmio-lab-legacy": {
+        "kvmio-lab-legacy/vdb": ["guest-scheduler-none"],
+        "kvmio-lab-legacy/vdc": ["guest-irq-spread"],
+        "kvmio-lab-legacy/vdd": [],
+    },
+    "kvmio-lab-pinning": {
+        "kvmio-lab-pinning/vdb": [],
+        "kvmio-lab-pinning/vdc": ["guest-queues-active"],
+        "kvmio-lab-pinning/sda": ["guest-irq-spread"],
+    },
+    "kvmio-lab-overlap": {},
+}
+LAB_RULES = {
+    "disk-io-mode-valid", "disk-direct-io-for-async", "disk-native-not-sparse", "disk-iothread-assigned",
+    "domain-iothread-pinned", "disk-multiqueue", "disk-discard-unmap", "disk-cache-safe",
+}
+GUEST_RULES = {"guest-scheduler-none", "guest-queues-active", "guest-irq-spread"}
+
+
+@pytest.mark.parametrize("spec", topology.DOMAINS + topology.OFFLINE, ids=lambda s: s.name)
+def test_manifest_matches_the_hand_written_expectations(spec: DomainSpec) -> None:
+    assert manifest.expected(spec, host_cpus=2) == EXPECTED[spec.name]
+    if spec.offline_file is None:
+        assert manifest.expected_guest(spec) == EXPECTED_GUEST[spec.name]
+
+
+def test_every_exercisable_rule_fails_somewhere_and_the_good_domain_passes_all() -> None:
+    failed = {r for targets in EXPECTED.values() for rules in targets.values() for r in rules}
+    guest_failed = {r for targets in EXPECTED_GUEST.values() for rules in targets.values() for r in rules}
+    assert failed == LAB_RULES
+    assert guest_failed == GUEST_RULES
+    assert all(not rules for rules in EXPECTED["kvmio-lab-good"].values())
+
+
+def test_at_most_four_domains_run_at_once() -> None:
+    assert sum(d.running for d in topology.DOMAINS) <= 4
+
+
+def test_serials_fit_virtio_blk_and_are_unique_per_domain() -> None:
+    for dom in topology.DOMAINS + topology.OFFLINE:
+        serials = [d.serial for d in dom.disks]
+        assert len(set(serials)) == len(serials), dom.name
+        assert all(len(s) <= topology.SERIAL_MAX for s in serials), serials
+
+
+def test_each_running_domain_with_fio_has_a_scratch_disk() -> None:
+    good = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-good")
+    assert topology.SCRATCH_SERIAL in [d.serial for d in good.disks]
+
+
+@pytest.mark.parametrize(
+    ("spec", "cpus"),
+    [("0", {0}), ("0-3,^2", {0, 1, 3}), ("1,3-4", {1, 3, 4}), ("", set())],
+)
+def test_parse_cpuset(spec: str, cpus: set[int]) -> None:
+    assert manifest.parse_cpuset(spec) == cpus
+
+
+@pytest.mark.parametrize(
+    ("machine", "queues"), [("pc-q35-7.2", 4), ("pc-i440fx-5.2", 4), ("pc-i440fx-5.1", 1), ("q35", 4)]
+)
+def test_default_queues_follow_the_machine_type(machine: str, queues: int) -> None:
+    assert manifest.default_queues(machine, vcpus=4) == queues
+
+
+def _dom(**kw: object) -> DomainSpec:
+    disk = DiskSpec("vdb", ImageSpec("x", "raw", "prealloc"), "s", cache="none", io="threads",
+                    iothread=1, queues=2)
+    base: dict[str, object] = dict(name="kvmio-lab-t", purpose="t", disks=(disk,), iothreads=1,
+                                   vcpupin={0: "0", 1: "0"}, iothreadpin={1: "1"})
+    base.update(kw)
+    return DomainSpec(**base)  # type: ignore[arg-type]
+
+
+def test_iothread_pin_semantics() -> None:
+    assert manifest.domain_failures(_dom(), 2) == []
+    assert manifest.domain_failures(_dom(iothreads=0, iothreadpin={}), 2) == []  # skipped
+    assert manifest.domain_failures(_dom(iothreadpin={}), 2) == ["domain-iothread-pinned"]
+    assert manifest.domain_failures(_dom(vcpupin={}), 2) == ["domain-iothread-pinned"]  # vCPUs float
+    assert manifest.domain_failures(_dom(vcpupin={}, vcpu_cpuset="0"), 2) == []
+    assert manifest.domain_failures(_dom(vcpupin={0: "0"}, vcpu_cpuset="0-1"), 2) == ["domain-iothread-pinned"]
+
+
+def test_disk_semantics_edge_cases() -> None:
+    dom = _dom()
+    sparse = ImageSpec("s", "raw", "sparse")
+    assert manifest.disk_failures(dom, DiskSpec("vdb", sparse, "s", io="io_uring", cache="directsync",
+                                                discard="unmap", iothread=1)) == []
+    # iothread 2 does not exist in a domain with one iothread
+    assert "disk-iothread-assigned" in manifest.disk_failures(dom, DiskSpec(
+        "vdb", sparse, "s", iothread=2, discard="unmap"))
+    # writeback is legitimate (reported, not failed); absent cache with native fails direct-io
+    assert manifest.disk_failures(dom, DiskSpec("vdb", sparse, "s", cache="writeback", discard="unmap",
+                                                iothread=1)) == []
+    assert manifest.disk_failures(dom, DiskSpec("vdb", ImageSpec("f", "qcow2", "full"), "s", io="native",
+                                                iothread=1)) == ["disk-direct-io-for-async"]
+    scsi = _dom(scsi=ScsiController(queues=None, iothread=1))
+    assert manifest.disk_failures(scsi, DiskSpec("sda", sparse, "s", bus="scsi", discard="unmap")) == []
+
+
+def test_xml_carries_the_seeded_settings_and_a_stable_hash(tmp_path: Path) -> None:
+    pinning = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-pinning")
+    xml = xmlgen.render(pinning, BOOT, tmp_path, tmp_path / "c.log")
+    assert xml == xmlgen.render(pinning, BOOT, tmp_path, tmp_path / "c.log")
+    assert xmlgen.spec_hash(xml)
+    root = etree.fromstring(xml.encode())
+    assert root.get("type") == "qemu"
+    assert root.find("devices/controller[@model='virtio-scsi']/driver").get("queues") == "1"
+    vdb = root.xpath("devices/disk[target/@dev='vdb']/driver")[0]
+    assert vdb.get("cache") is None and vdb.get("io") == "io_uring"
+    assert root.find("devices/channel/target").get("name") == "org.qemu.guest_agent.0"
+    legacy = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-legacy")
+    assert "kvmio.sched=kvmio-legacy-native:mq-deadline" in xmlgen.cmdline(legacy)
+
+
+@pytest.mark.parametrize("spec", topology.DOMAINS, ids=lambda s: s.name)
+def test_libvirt_parses_every_defined_domain(spec: DomainSpec, tmp_path: Path) -> None:
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(xmlgen.render(spec, BOOT, tmp_path, tmp_path / "c.log"))
+        assert dom.name() == spec.name
+    finally:
+        conn.close()
+
+
+def test_libvirt_rejects_the_io_uring_typo(tmp_path: Path) -> None:
+    spec = next(d for d in topology.OFFLINE if d.name == "kvmio-lab-offline-uring")
+    libvirt.registerErrorHandler(lambda _c, _e: None, None)
+    conn = libvirt.open("test:///default")
+    try:
+        with pytest.raises(libvirt.libvirtError, match="uring"):
+            conn.defineXML(xmlgen.render(spec, BOOT, tmp_path, tmp_path / "c.log"))
+    finally:
+        conn.close()
+
+
+def test_cli_registers_up_down_status() -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    assert parser.parse_args(["lab", "status", "--json"]).json is True
+    assert parser.parse_args(["lab", "down", "--purge"]).purge is True
+    assert callable(parser.parse_args(["lab", "up"]).func)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["lab", "up", "--daemon-timeout", "-1"])
+
+
+def test_state_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pytest_kvmio.lab.paths import LabPaths
+
+    monkeypatch.setenv("KVMIO_LAB_DIR", str(tmp_path))
+    assert LabPaths.from_env().manifest == tmp_path / "manifest.json"
