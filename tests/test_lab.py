@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
@@ -15,7 +16,7 @@ from pytest_kvmio.lab.topology import DiskSpec, DomainSpec, ImageSpec, ScsiContr
 BOOT = xmlgen.GuestBoot(Path("/cache/vmlinuz"), Path("/cache/initrd.gz"), "qemu")
 
 # Written out by hand on purpose: an independent statement of what the topology seeds.
-EXPECTED = {
+EXPECTED: dict[str, dict[str, list[str]]] = {
     "kvmio-lab-good": {
         "kvmio-lab-good": [], "kvmio-lab-good/vdb": [], "kvmio-lab-good/vdc": [], "kvmio-lab-good/sda": [],
     },
@@ -40,7 +41,7 @@ EXPECTED = {
         "kvmio-lab-offline-native-writeback/vdb": ["disk-direct-io-for-async"],
     },
 }
-EXPECTED_GUEST = {
+EXPECTED_GUEST: dict[str, dict[str, list[str]]] = {
     "kvmio-lab-good": {"kvmio-lab-good/vdb": [], "kvmio-lab-good/vdc": [], "kvmio-lab-good/sda": []},
     "kvmio-lab-legacy": {
         "kvmio-lab-legacy/vdb": ["guest-scheduler-none"],
@@ -148,11 +149,16 @@ def test_xml_carries_the_seeded_settings_and_a_stable_hash(tmp_path: Path) -> No
     assert xml == xmlgen.render(pinning, BOOT, tmp_path, tmp_path / "c.log")
     assert xmlgen.spec_hash(xml)
     root = etree.fromstring(xml.encode())
+
+    def attr(path: str, name: str) -> str | None:
+        found: Any = root.xpath(path)
+        return found[0].get(name) if found else "<missing>"
+
     assert root.get("type") == "qemu"
-    assert root.find("devices/controller[@model='virtio-scsi']/driver").get("queues") == "1"
-    vdb = root.xpath("devices/disk[target/@dev='vdb']/driver")[0]
-    assert vdb.get("cache") is None and vdb.get("io") == "io_uring"
-    assert root.find("devices/channel/target").get("name") == "org.qemu.guest_agent.0"
+    assert attr("devices/controller[@model='virtio-scsi']/driver", "queues") == "1"
+    assert attr("devices/disk[target/@dev='vdb']/driver", "cache") is None
+    assert attr("devices/disk[target/@dev='vdb']/driver", "io") == "io_uring"
+    assert attr("devices/channel/target", "name") == "org.qemu.guest_agent.0"
     legacy = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-legacy")
     assert "kvmio.sched=kvmio-legacy-native:mq-deadline" in xmlgen.cmdline(legacy)
 
