@@ -12,8 +12,9 @@ guest's ``vda``. Matching, in order of trust:
    ``scsi-hd,bus=scsiC.0,channel=B,scsi-id=T,lun=U``, which the guest shows as ``H:B:T:U``
    (``/sys/block/sdX/device`` points at that directory). The guest's SCSI host number H is not the
    controller index: it is matched through the controller's PCI address when the caller gives
-   ``scsi_controllers`` ({index: "0000:00:05.0"}), or taken when the guest has exactly one
-   virtio-scsi host. Otherwise the disk is reported unmapped with that reason.
+   ``scsi_controllers`` ({index: <address type='pci'> attributes or "0000:01:00.0"}; the guest's
+   sysfs path ends in that PCI function, also behind q35 root ports), or taken when the guest has
+   exactly one virtio-scsi host. Otherwise the disk is reported unmapped with that reason.
 
 Everything is read with one guest command (:data:`PROBE_SCRIPT`), which prints ``key=value`` lines.
 """
@@ -206,10 +207,19 @@ def _scsi_hosts(devices: Iterable[GuestBlockDevice]) -> dict[int, str | None]:
     return hosts
 
 
+def pci_address(address: Mapping[str, str] | str) -> str:
+    """Return a libvirt <address type='pci'> (attributes) or a PCI address string as 0000:01:00.0."""
+    if isinstance(address, str):
+        text = address.lower()
+        return text if text.count(":") == 2 else f"0000:{text}"
+    parts = [int(str(address.get(k, "0")), 0) for k in ("domain", "bus", "slot", "function")]
+    return "{:04x}:{:02x}:{:02x}.{:x}".format(*parts)
+
+
 def _map_by_scsi_address(
     disk: DiskLike,
     devices: Mapping[str, GuestBlockDevice],
-    scsi_controllers: Mapping[int, str] | None,
+    scsi_controllers: Mapping[int, Mapping[str, str] | str] | None,
 ) -> GuestDisk | Unmapped:
     addr = disk.address or {}
     if addr.get("type", "drive") != "drive":
@@ -222,8 +232,7 @@ def _map_by_scsi_address(
     hosts = _scsi_hosts(devices.values())
     host: int | None = None
     if scsi_controllers and ctrl in scsi_controllers:
-        pci = scsi_controllers[ctrl].lower()
-        pci = pci if pci.count(":") == 2 else f"0000:{pci}"
+        pci = pci_address(scsi_controllers[ctrl])
         matches = [h for h, p in hosts.items() if p == pci]
         if not matches:
             return Unmapped(disk.target, f"no <serial>; no guest SCSI host on controller {ctrl}'s PCI address {pci}")
@@ -245,7 +254,7 @@ def _map_by_scsi_address(
 def map_disks(
     devices: Mapping[str, GuestBlockDevice],
     disks: Iterable[DiskLike],
-    scsi_controllers: Mapping[int, str] | None = None,
+    scsi_controllers: Mapping[int, Mapping[str, str] | str] | None = None,
 ) -> dict[str, GuestDisk | Unmapped]:
     """Match libvirt disks to parsed guest block devices (see the module docstring)."""
     disks = list(disks)
@@ -293,7 +302,7 @@ def probe_guest_block_devices(guest: Any) -> dict[str, GuestBlockDevice]:
 def map_guest_disks(
     guest: Any,
     disks: Iterable[DiskLike],
-    scsi_controllers: Mapping[int, str] | None = None,
+    scsi_controllers: Mapping[int, Mapping[str, str] | str] | None = None,
 ) -> dict[str, GuestDisk | Unmapped]:
     """Map libvirt disks (target, bus, serial, address) to guest block devices, by target dev."""
     return map_disks(probe_guest_block_devices(guest), disks, scsi_controllers)

@@ -456,3 +456,48 @@ def test_output_over_libvirts_message_limit_is_a_clear_error():
     agent = ReplayAgent.load("lab_too_large")
     with pytest.raises(g.GuestOutputTooLarge, match=r"vm01: 'head -c 3200000 /dev/zero': output too large for libvirt's RPC limit"):
         host(agent).run("head -c 3200000 /dev/zero")
+
+
+# --- probe and /proc/interrupts as printed by kvmio-lab-good (q35, root ports, virtio-scsi) ----
+
+LAB_GOOD_DISKS = [
+    DiskRef("vdb", "virtio", "kvmio-good-data"),
+    DiskRef("vdc", "virtio", "kvmio-scratch-0"),
+    DiskRef("sda", "scsi", "kvmio-good-scsi", {"type": "drive", "controller": "0", "bus": "0", "target": "0", "unit": "0"}),
+]
+LAB_SCSI_CONTROLLER = {"type": "pci", "domain": "0x0000", "bus": "0x01", "slot": "0x00", "function": "0x0"}
+
+
+def test_lab_probe_maps_by_serial():
+    m = map_disks(parse_probe((DATA / "probe-kvmio-lab-good.txt").read_text()), LAB_GOOD_DISKS)
+    assert m == {
+        "vdb": GuestDisk("vdb", "vda", "none", 2, "serial", "virtio2"),
+        "vdc": GuestDisk("vdc", "vdb", "none", 2, "serial", "virtio3"),
+        "sda": GuestDisk("sda", "sda", "none", 2, "serial", "virtio0"),
+    }
+
+
+def test_lab_probe_maps_scsi_by_address_behind_a_root_port():
+    probe = (DATA / "probe-kvmio-lab-good.txt").read_text().replace("vpd80=kvmio-good-scsi\n", "")
+    sda = DiskRef("sda", "scsi", None, LAB_GOOD_DISKS[2].address)
+    devices = parse_probe(probe)
+    assert map_disks(devices, [sda])["sda"].matched_by == "SCSI address 0:0:0:0"  # type: ignore[union-attr]
+    assert map_disks(devices, [sda], {0: LAB_SCSI_CONTROLLER})["sda"].device == "sda"  # type: ignore[union-attr]
+
+
+def test_lab_probe_with_mq_deadline_seeded():
+    m = map_disks(
+        parse_probe((DATA / "probe-kvmio-lab-legacy.txt").read_text()),
+        [DiskRef("vdb", "virtio", "kvmio-legacy-native"), DiskRef("vdc", "virtio", "kvmio-scratch-0")],
+    )
+    assert m["vdb"].device == "vda" and m["vdb"].scheduler == "mq-deadline"  # type: ignore[union-attr]
+    assert m["vdc"].scheduler == "none"  # type: ignore[union-attr]
+
+
+def test_lab_interrupts_blk_and_scsi_request_queues():
+    text = (DATA / "interrupts-kvmio-lab-good.txt").read_text()
+    blk = parse_interrupts(text, "virtio2")
+    assert list(blk.per_irq) == ["31 virtio2-req.0", "32 virtio2-req.1"]
+    scsi = parse_interrupts(text, "virtio0")
+    assert list(scsi.per_irq) == ["41 virtio0-request", "42 virtio0-request"]  # control/event excluded
+    assert parse_interrupts(text, "virtio1").per_irq == {}  # the console's shared vector is not a disk
