@@ -47,8 +47,7 @@ def test_guest_sees_the_configured_queues(disk, guest_disk, hypervisor, kvmio_fa
 @pytest.mark.rule("guest-irq-spread", severity="minor")
 def test_guest_request_interrupts_land_on_several_cpus(disk, domain, guest, guest_disk, kvmio_facts):
     """If every completion interrupt lands on one vCPU, that vCPU caps the disk's IOPS."""
-    if not disk.is_virtio_blk:
-        pytest.skip(f"{disk.id}: request interrupts are counted for virtio-blk disks")
+    _virtio(disk)
     if domain.vcpus < 2:
         pytest.skip(f"{domain.id}: one vCPU; nothing to spread over")
     before = read_irq_counts(guest, guest_disk)

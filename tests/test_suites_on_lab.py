@@ -1,0 +1,113 @@
+"""The suites against the real lab (libvirtd + TCG guests), over `local` and over SSH on loopback.
+
+The lab's manifest states every finding its seeded misconfigurations must produce; the verdicts
+must equal it exactly: no missing finding, no extra one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SUITES
+
+pytestmark = [pytest.mark.integration, pytest.mark.lab]
+
+LAB_UP_TIMEOUT = 1500
+
+
+def _kvmio(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from pytest_kvmio.cli import main; sys.exit(main())", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def lab() -> dict[str, Any]:
+    """Bring the lab up (idempotent: seconds when it already runs) and return its status."""
+    up = _kvmio("lab", "up", timeout=LAB_UP_TIMEOUT)
+    assert up.returncode == 0, f"kvmio lab up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    status = _kvmio("lab", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)
+
+
+def _expected(manifest: dict[str, Any]) -> set[tuple[str, str]]:
+    found = set()
+    for name, entry in manifest["domains"].items():
+        for key in ("expected_failures", "expected_guest_failures"):
+            for target, rules in (entry.get(key) or {}).items():
+                found.update((rule, target) for rule in rules)
+    return found
+
+
+def _run_suites(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, list[dict[str, Any]]]:
+    out = pytester.path / "verdicts.json"
+    result = pytester.runpytest_subprocess(
+        str(SUITES), "-m", "not perf", "--kvmio-json", str(out), "-p", "no:cacheprovider", *args, timeout=900
+    )
+    assert out.exists(), result.stdout.str()[-3000:]
+    return result, json.loads(out.read_text())["verdicts"]
+
+
+def _findings(verdicts: list[dict[str, Any]], host: str) -> set[tuple[str, str]]:
+    """Return (rule, target without host) of every failed domain/disk/guest verdict."""
+    return {
+        (v["rule"], v["target"].split("/", 1)[1])
+        for v in verdicts
+        if v["outcome"] == "failed" and not v["rule"].startswith("host-") and v["target"].startswith(f"{host}/")
+    }
+
+
+def _check_against_manifest(verdicts: list[dict[str, Any]], host: str, manifest: dict[str, Any]) -> None:
+    errors = [f"{v['rule']} {v['target']}: {v['message']}" for v in verdicts if v["outcome"] == "error"]
+    assert not errors, "verdicts in error:\n" + "\n".join(errors)
+    expected, found = _expected(manifest), _findings(verdicts, host)
+    assert found == expected, f"missing findings: {sorted(expected - found)}\nextra findings: {sorted(found - expected)}"
+    # Every running lab domain's guest was reached: guest rules ran, they were not skipped.
+    for name, entry in manifest["domains"].items():
+        if entry.get("running"):
+            guest = [v for v in verdicts if v["rule"] == "guest-scheduler-none" and v["target"].startswith(f"{host}/{name}/")]
+            assert guest and all(v["outcome"] != "skipped" for v in guest), (name, guest)
+    host_rules = {v["rule"]: v["outcome"] for v in verdicts if v["target"] == host}
+    for rule in ("host-kernel-min", "host-qemu-min", "host-libvirt-min", "host-io-uring-enabled"):
+        assert host_rules[rule] == "passed", (rule, host_rules)
+
+
+def test_lab_verdicts_over_local_equal_the_manifest(pytester: pytest.Pytester, lab: dict[str, Any]) -> None:
+    result, verdicts = _run_suites(pytester, "--host=local", "--domain=kvmio-lab-*")
+    _check_against_manifest(verdicts, "local", lab)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the lab seeds misconfigurations on purpose
+
+
+def test_lab_verdicts_over_ssh_equal_the_manifest(pytester: pytest.Pytester, lab: dict[str, Any]) -> None:
+    ssh = lab["ssh"]
+    result, verdicts = _run_suites(
+        pytester, f"--host={ssh['host_spec']}", f"--libvirt-uri={ssh['libvirt_uri']}", "--domain=kvmio-lab-*"
+    )
+    host = "127.0.0.1:" + str(ssh["port"])
+    _check_against_manifest(verdicts, host, lab)
+    kernel = next(v for v in verdicts if v["rule"] == "host-kernel-min")
+    assert kernel["facts"]["kernel"] == subprocess.check_output(["uname", "-r"], text=True).strip()
+
+
+def test_lab_offline_xml_verdicts_equal_the_manifest(pytester: pytest.Pytester, lab: dict[str, Any]) -> None:
+    files = list(lab["offline_xml"])
+    assert files, "the lab writes offline XML for what libvirt refuses to define"
+    _, verdicts = _run_suites(pytester, *[f"--domain-xml={f}" for f in files])
+    expected = {
+        (rule, target)
+        for entry in lab["offline_xml"].values()
+        for target, rules in entry["expected_failures"].items()
+        for rule in rules
+    }
+    assert _findings(verdicts, "offline") == expected
+    for path in files:  # and libvirt really refuses them: that is why they are offline
+        refused = subprocess.run(["virsh", "-c", "qemu:///system", "define", path], capture_output=True, text=True)
+        assert refused.returncode != 0, f"libvirt accepted {path}"
