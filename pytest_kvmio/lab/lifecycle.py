@@ -13,7 +13,7 @@ import libvirt
 import libvirt_qemu
 
 from pytest_kvmio.cli import CommandError
-from pytest_kvmio.lab import accel, daemons, guest, images, manifest, preflight, sshd, topology, xmlgen
+from pytest_kvmio.lab import accel, daemons, guest, images, lock, manifest, preflight, sshd, topology, xmlgen
 from pytest_kvmio.lab.paths import DOMAIN_PREFIX, LIBVIRT_URI, LabPaths, ssh_port
 from pytest_kvmio.lab.progress import Progress
 from pytest_kvmio.lab.shell import tail
@@ -124,9 +124,14 @@ def _host_cpus() -> int:
 
 
 def up(args: Any) -> int:
-    """Bring the lab up (idempotent)."""
+    """Bring the lab up (idempotent); one `up`/`down` at a time per state directory."""
     paths = LabPaths.from_env()
     progress = Progress()
+    with lock.exclusive(paths.root, say=progress.say):
+        return _up(args, paths, progress)
+
+
+def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
     port = ssh_port()
     with progress.step("preflight"):
         preflight.check()
@@ -218,6 +223,11 @@ def down(args: Any) -> int:
     """Remove every lab domain, image, offline file and the lab's sshd; keep the guest cache unless --purge."""
     paths = LabPaths.from_env()
     progress = Progress()
+    with lock.exclusive(paths.root, say=progress.say):
+        return _down(args, paths, progress)
+
+
+def _down(args: Any, paths: LabPaths, progress: Progress) -> int:
     with progress.step("domains") as info:
         removed: list[str] = []
         if daemons.pids_of("libvirtd"):
@@ -232,17 +242,26 @@ def down(args: Any) -> int:
         gone = []
         for d in (paths.images, paths.xml, paths.offline, paths.logs, paths.ssh):
             if d.exists():
-                shutil.rmtree(d)
+                _rmtree(d)
                 gone.append(d.name)
         for f in (paths.manifest, paths.state):
             f.unlink(missing_ok=True)
         if args.purge and paths.cache.exists():
-            shutil.rmtree(paths.cache)
+            _rmtree(paths.cache)
             gone.append("cache")
         if args.purge and paths.root.exists() and not any(paths.root.iterdir()):
             paths.root.rmdir()
         info.note = f"removed {', '.join(gone) or 'nothing'}" + ("" if args.purge else "; guest cache kept (--purge)")
     return 0
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a tree; retry once, since libvirt may still be releasing a just-destroyed domain's files."""
+    try:
+        shutil.rmtree(path)
+    except OSError:
+        time.sleep(1)
+        shutil.rmtree(path)
 
 
 def collect_status(paths: LabPaths) -> dict[str, Any]:
