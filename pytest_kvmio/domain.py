@@ -276,6 +276,17 @@ def _cpuset(value: str | None, where: str) -> frozenset[int] | None:
         raise DomainXMLError(str(exc)) from None
 
 
+def _complete_iothread_ids(listed: list[int], count: int) -> tuple[int, ...]:
+    """Return IOThread ids as libvirt does: those listed in <iothreadids>, then the lowest free ids up to <iothreads>."""
+    ids = list(dict.fromkeys(listed))
+    candidate = 1
+    while len(ids) < count:
+        if candidate not in ids:
+            ids.append(candidate)
+        candidate += 1
+    return tuple(ids)
+
+
 def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Domain:
     """Parse one domain's XML; raise DomainXMLError naming `source` when it is not usable."""
     try:
@@ -297,7 +308,7 @@ def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Dom
     ids = [
         _int(el, "id", f"{where}: <iothreadids>") for el in root.findall("iothreadids/iothread")
     ]
-    iothread_ids = tuple(i for i in ids if i is not None) or tuple(range(1, iothreads + 1))
+    iothread_ids = _complete_iothread_ids([i for i in ids if i is not None], iothreads)
     dom = Domain(
         name=name,
         host=host,

@@ -181,7 +181,6 @@ def test_handwritten_typos_are_parsed_verbatim() -> None:
     assert dom.machine == "q35" and dom.machine_version is None
 
 
-@pytest.mark.xfail(strict=True, reason="libvirt completes <iothreadids> up to <iothreads>; the model does not (expected.json 'disputed')")
 def test_partial_iothreadids_are_completed_like_libvirt() -> None:
     dom = load("handwritten-partial-iothreadids.xml")
     assert sorted(dom.iothread_ids) == [1, 4]
