@@ -235,7 +235,10 @@ def _down(args: Any, paths: LabPaths, progress: Progress) -> int:
             for dom in lab_domains(conn):
                 _remove_domain(dom)
                 removed.append(dom.name())
-        info.note = f"removed {', '.join(removed)}" if removed else "none defined"
+        if not daemons.pids_of("libvirtd"):
+            info.note = "libvirtd is not running: any kvmio-lab-* domains stay defined; start it and run down again"
+        else:
+            info.note = f"removed {', '.join(removed)}" if removed else "none defined"
     with progress.step("sshd") as info:
         info.note = "stopped, key removed from authorized_keys" if sshd.stop(paths) else "not running"
     with progress.step("files") as info:
