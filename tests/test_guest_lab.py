@@ -6,13 +6,18 @@ skips with the reason otherwise. Select with `-m lab`.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_kvmio.guest import GuestCommandTimeout, GuestHost, GuestUnavailable, agent_host
+from pytest_kvmio.guest import NOT_RUNNING, GuestCommandTimeout, GuestHost, GuestUnavailable, agent_host, guest_host
 from pytest_kvmio.guestmap import DiskRef, GuestDisk, irq_delta, map_guest_disks, read_irq_counts
 
 pytestmark = pytest.mark.lab
@@ -144,3 +149,56 @@ def test_request_interrupts_increase_under_reads(lab: list[tuple[Any, GuestHost]
         assert sum(delta.values()) > 0, f"{dom.name()}/{disk.describe()}: no request interrupts: {delta}"
         return
     pytest.skip("no mapped virtio-blk disk in the lab")
+
+
+def test_shut_off_lab_domain_is_unavailable_not_an_error() -> None:
+    libvirt = pytest.importorskip("libvirt")
+    libvirt.registerErrorHandler(lambda *a: None, None)
+    conn = libvirt.openReadOnly(URI)
+    doms = [d for d in conn.listAllDomains() if d.name().startswith(PREFIX)]
+    if not doms:
+        pytest.skip(f"no {PREFIX}* domain on {URI}; run `kvmio lab up`")
+    off = [d for d in doms if not d.isActive()]
+    if not off:
+        pytest.skip(f"every {PREFIX}* domain is running")
+    with pytest.raises(GuestUnavailable) as info:
+        agent_host(off[0])
+    assert info.value.reason == NOT_RUNNING and info.value.domain == off[0].name()
+
+
+@pytest.fixture
+def loopback_sshd(tmp_path: Path) -> Iterator[Path]:
+    """Run an sshd on 127.0.0.1:2299 for root with a throwaway key; yield an ssh_config for it."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd) or os.geteuid() != 0:
+        pytest.skip("needs root and /usr/sbin/sshd")
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+    auth = tmp_path / "authorized_keys"
+    auth.write_text((tmp_path / "user.pub").read_text())
+    auth.chmod(0o600)
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen(
+        [sshd, "-D", "-e", "-p", "2299", "-o", "ListenAddress=127.0.0.1", "-h", str(tmp_path / "host"),
+         "-o", f"AuthorizedKeysFile={auth}", "-o", f"PidFile={tmp_path / 'pid'}", "-o", "PermitRootLogin=prohibit-password", "-o", "StrictModes=no"],
+        stderr=subprocess.DEVNULL,
+    )
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host *\n  Port 2299\n  IdentityFile {tmp_path / 'user'}\n  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n  ConnectTimeout 10\n"
+    )
+    time.sleep(0.5)
+    try:
+        yield config
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_ssh_transport_reaches_an_sshd(lab: list[tuple[Any, GuestHost]], loopback_sshd: Path) -> None:
+    """Exercise the SSH path of guest_host for real; the target is the host's loopback sshd, not the guest."""
+    dom = lab[0][0]
+    host = guest_host(f"ssh://root@127.0.0.1?ssh_config={loopback_sshd}", dom, URI)
+    assert host.backend.get_connection_type() == "ssh"
+    assert host.check_output("echo %s", dom.name()) == dom.name()
