@@ -53,6 +53,10 @@ class KvmioState:
 
     def _load(self) -> list[HostTarget]:
         config = self.config
+        if config.getoption("kvmio_fio_results", None):  # offline perf: the files' directories are the targets
+            from pytest_kvmio.perf import offline_hosts
+
+            return offline_hosts(config.getoption("kvmio_fio_results"), config.getoption("kvmio_domains"))
         xml = config.getoption("kvmio_domain_xml")
         assume = config.getoption("kvmio_assume") or {}
         if xml:
@@ -122,6 +126,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_kvmio import fixtures
 
     config.pluginmanager.register(fixtures, "kvmio-fixtures")
+    from pytest_kvmio.perf import PerfPlugin
+
+    config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
+    from pytest_kvmio import reporting  # waivers, the gate, the ticket line, Allure
+
+    reporting.register(config)
 
 
 def _level(fixturenames: list[str]) -> str | None:

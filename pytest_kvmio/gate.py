@@ -1,0 +1,125 @@
+"""The pipeline gate: one outcome per test item, the exit code, and the line for the change ticket."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+#: Order in which counts appear in the ticket line.
+SHOWN = ("failed", "error", "inconclusive", "waived", "passed", "skipped", "xfailed", "xpassed")
+#: pytest exit codes the gate keeps as they are: the run itself did not complete.
+NOT_A_RUN = {
+    pytest.ExitCode.INTERRUPTED: "interrupted",
+    pytest.ExitCode.INTERNAL_ERROR: "internal error",
+    pytest.ExitCode.USAGE_ERROR: "usage error",
+}
+
+
+def item_outcome(report: pytest.TestReport, previous: str | None) -> str | None:
+    """Fold one phase report into the item's outcome (None: this report does not decide it)."""
+    if report.failed:
+        if previous == "failed":
+            return previous  # a teardown error after a failed call is still one failed item
+        return "failed" if report.when == "call" else "error"
+    if previous is not None:
+        return previous
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        forced = dict(report.user_properties).get("kvmio_outcome")
+        if forced in ("waived", "inconclusive"):
+            return str(forced)
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        return "skipped" if report.skipped else "passed"
+    return None
+
+
+@dataclass
+class Gate:
+    """The decision: PASS or FAIL, why, and the exit code to leave with."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    fail_inconclusive: bool = False
+    passed: bool = True
+    reason: str = ""
+    exitstatus: int = 0
+
+    def decide(self, pytest_status: int) -> int:
+        """Return the exit code: 0 only when no unwaived failure or error and something ran."""
+        status = int(pytest_status)
+        failures = self.counts["failed"] + self.counts["error"]
+        if status in NOT_A_RUN:
+            self.passed, self.reason, self.exitstatus = False, NOT_A_RUN[pytest.ExitCode(status)], status
+        elif status == pytest.ExitCode.NO_TESTS_COLLECTED or not sum(self.counts.values()):
+            # Nothing checked is not a pass: a wrong path or -k would otherwise turn the pipeline green.
+            self.passed, self.reason = False, "no tests collected"
+            self.exitstatus = int(pytest.ExitCode.NO_TESTS_COLLECTED)
+        elif failures or status == pytest.ExitCode.TESTS_FAILED:
+            self.passed, self.exitstatus = False, int(pytest.ExitCode.TESTS_FAILED)
+        elif self.fail_inconclusive and self.counts["inconclusive"]:
+            self.passed, self.reason = False, "inconclusive measurements (--kvmio-fail-inconclusive)"
+            self.exitstatus = int(pytest.ExitCode.TESTS_FAILED)
+        else:
+            self.passed, self.exitstatus = True, int(pytest.ExitCode.OK)
+        return self.exitstatus
+
+    def counts_text(self) -> str:
+        parts = [f"{self.counts[o]} {o if o != 'error' else 'errors' if self.counts[o] > 1 else 'error'}"
+                 for o in SHOWN if self.counts[o]]
+        return ", ".join(parts) or "nothing ran"
+
+    def line(self, hosts: str, verdicts: str | None, waivers: str | None = None) -> str:
+        """Return the one line a person pastes into the change ticket."""
+        verdict = "PASS" if self.passed else "FAIL"
+        text = f"kvmio: {verdict} — "
+        if self.reason and self.reason != "no tests collected":
+            text += f"{self.reason}; "
+        text += "no tests collected" if self.reason == "no tests collected" else self.counts_text()
+        if hosts:
+            text += f" on {hosts}"
+        if self.reason == "no tests collected" and sum(self.counts.values()):
+            text += f" ({self.counts_text()})"
+        if waivers:
+            text += f"; waivers: {waivers}"
+        if verdicts:
+            text += f"; verdicts: {verdicts}"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed, "exitstatus": self.exitstatus, "reason": self.reason or None,
+            "fail_inconclusive": self.fail_inconclusive, "counts": {o: self.counts[o] for o in SHOWN},
+        }
+
+
+def describe_hosts(hosts: list[Any]) -> str:
+    """Return `local (kernel 6.1, QEMU 7.2, libvirt 9.0)` for each loaded host, comma-separated."""
+    parts = []
+    for host in hosts:
+        if getattr(host, "error", None):
+            parts.append(f"{host.name} (unreachable)")
+            continue
+        facts = host.facts
+        versions = [f"{label} {value}" for label, value in
+                    (("kernel", facts.kernel), ("QEMU", facts.qemu), ("libvirt", facts.libvirt)) if value]
+        if facts.offline:
+            parts.append("offline lint" + (f" (assumed {', '.join(versions)})" if versions else ""))
+            continue
+        parts.append(f"{host.name} ({', '.join(versions)})" if versions else host.name)
+    return ", ".join(parts)
+
+
+def fail_inconclusive(config: pytest.Config) -> bool:
+    """Resolve --kvmio-fail-inconclusive (CLI > KVMIO_FAIL_INCONCLUSIVE); a bad env value is a usage error."""
+    import os
+
+    if config.getoption("kvmio_fail_inconclusive", None):
+        return True
+    raw = os.environ.get("KVMIO_FAIL_INCONCLUSIVE", "").strip().lower()
+    if raw in ("", "0", "no", "false", "off"):
+        return False
+    if raw in ("1", "yes", "true", "on"):
+        return True
+    raise pytest.UsageError(f"KVMIO_FAIL_INCONCLUSIVE={raw!r}: expected 1/0, yes/no, true/false or on/off")

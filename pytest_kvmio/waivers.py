@@ -1,0 +1,224 @@
+"""Waivers: accepted deviations from a rule on matching targets, each valid until an expiry date.
+
+A waiver applies to a *failed call* of a rule-marked test whose rule id equals the waiver's rule
+and whose target id (`hv01`, `hv01/vm01`, `hv01/vm01/vdb`) matches the waiver's glob (`fnmatch`,
+so `*` also matches `/`). The waiver is valid through its `expires` day. A waived report is turned
+into a skip whose reason names the waiver, with user properties `kvmio_outcome=waived` and
+`kvmio_waiver` (JSON), so pytest, JUnit, the JSON summary and Allure all show "waived" and the gate
+does not count it as a failure. Setup errors (unreachable hosts, broken fixtures) are never waived.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import json
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_kvmio.verdicts import PROP_OUTCOME
+
+PROP_WAIVER = "kvmio_waiver"
+WAIVED = "waived"
+
+
+@dataclass
+class Waiver:
+    """One accepted deviation: rule, target glob, why, until when, and the ticket that tracks it."""
+
+    rule: str
+    target: str
+    justification: str
+    expires: dt.date
+    ticket: str | None = None
+    where: str = ""  # "waivers.yaml[2]"
+    waived: list[str] = field(default_factory=list)  # targets whose failure it waived
+    would_waive: list[str] = field(default_factory=list)  # failures it would cover were it not expired
+
+    def expired(self, today: dt.date) -> bool:
+        return today > self.expires
+
+    def matches(self, rule: str, target: str) -> bool:
+        return rule == self.rule and fnmatch.fnmatchcase(target, self.target)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rule": self.rule, "target": self.target, "justification": self.justification,
+            "expires": self.expires.isoformat(), "where": self.where,
+        }
+        if self.ticket:
+            out["ticket"] = self.ticket
+        return out
+
+    def describe(self) -> str:
+        ticket = f", {self.ticket}" if self.ticket else ""
+        return f"{self.rule} on {self.target} (until {self.expires.isoformat()}{ticket})"
+
+
+def _format_path(path: Any) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text or "(top level)"
+
+
+def _dates_to_text(document: Any) -> Any:
+    """YAML reads unquoted 2026-01-31 as a date; the schema checks text, so give it text."""
+    if isinstance(document, list):
+        return [_dates_to_text(v) for v in document]
+    if isinstance(document, dict):
+        return {k: _dates_to_text(v) for k, v in document.items()}
+    if isinstance(document, dt.date):
+        return document.isoformat()
+    return document
+
+
+def load_waivers(path: str | Path, source: str = "--waivers") -> list[Waiver]:
+    """Read and validate a waivers file; any problem is a UsageError naming the file and the path in it."""
+    import jsonschema
+    import yaml
+
+    label = f"{source}: {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise pytest.UsageError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise pytest.UsageError(f"{label}: not valid YAML{where}: {problem}") from None
+    if document is None:
+        document = []
+    document = _dates_to_text(document)
+    schema = json.loads(resources.files("pytest_kvmio").joinpath("schemas", "waivers.schema.json").read_text("utf-8"))
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    if errors:
+        error = errors[0]
+        raise pytest.UsageError(
+            f"{label}: {_format_path(error.absolute_path)}: {error.message}"
+            " (expected a list of {rule, target, justification, expires: YYYY-MM-DD, ticket})"
+        )
+    waivers = []
+    for index, entry in enumerate(document):
+        try:
+            expires = dt.date.fromisoformat(entry["expires"])
+        except ValueError:
+            raise pytest.UsageError(
+                f"{label}: [{index}].expires: {entry['expires']!r} is not a calendar date (YYYY-MM-DD)"
+            ) from None
+        waivers.append(
+            Waiver(
+                rule=entry["rule"], target=entry["target"], justification=entry["justification"].strip(),
+                expires=expires, ticket=entry.get("ticket"), where=f"{Path(path).name}[{index}]",
+            )
+        )
+    return waivers
+
+
+def _target_id(item: pytest.Item) -> str | None:
+    from pytest_kvmio.targets import Target
+
+    callspec = getattr(item, "callspec", None)
+    target = callspec.params.get("kvmio_target") if callspec is not None else None
+    return target.id if isinstance(target, Target) else None
+
+
+class WaiverPlugin:
+    """Apply waivers to failed rule reports and remember which waivers applied, expired or matched nothing."""
+
+    def __init__(self, waivers: list[Waiver], path: str, today: dt.date | None = None) -> None:
+        self.waivers = waivers
+        self.path = path
+        self.today = today or dt.date.today()
+        self.waived_nodeids: dict[str, dict[str, Any]] = {}
+
+    def find(self, rule: str, target: str) -> Waiver | None:
+        """Return the first valid waiver for (rule, target); note expired ones that would have matched."""
+        found = None
+        for waiver in self.waivers:
+            if not waiver.matches(rule, target):
+                continue
+            if waiver.expired(self.today):
+                waiver.would_waive.append(target)
+            elif found is None:
+                found = waiver
+        return found
+
+    # Innermost wrapper: every other makereport wrapper (kvmio's properties, allure-pytest's status)
+    # and every logreport consumer (terminal, JUnit, verdicts) sees the waived report.
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        report = yield
+        if report.when != "call" or not report.failed or hasattr(report, "wasxfail"):
+            return report
+        from pytest_kvmio.markers import rule_of
+
+        rule = rule_of(item)
+        target = _target_id(item)
+        if rule is None or target is None:
+            return report
+        waiver = self.find(rule[0], target)
+        if waiver is None:
+            return report
+        waiver.waived.append(target)
+        failure = report.longreprtext.strip()
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = crash.message if crash is not None else failure.splitlines()[-1] if failure else ""
+        message = message.removeprefix("AssertionError: ").split("\nassert ")[0].strip()
+        record = waiver.as_dict() | {"failure": message}
+        self.waived_nodeids[report.nodeid] = record
+        path, lineno, _ = report.location
+        report.outcome = "skipped"
+        report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: waived by {waiver.where} ({waiver.describe()}): {message}")
+        report.sections.append(("kvmio waived failure", failure))
+        props = [(PROP_OUTCOME, WAIVED), (PROP_WAIVER, json.dumps(record, sort_keys=True))]
+        report.user_properties.extend(props)
+        item.user_properties.extend(props)  # JUnit writes the teardown report's properties
+        return report
+
+    def summary(self) -> dict[str, Any]:
+        """Return the waivers section of the JSON summary."""
+        applied = [w.as_dict() | {"targets": sorted(set(w.waived))} for w in self.waivers if w.waived]
+        expired = [
+            w.as_dict() | {"would_waive": sorted(set(w.would_waive))} for w in self.waivers if w.expired(self.today)
+        ]
+        unmatched = [w.as_dict() for w in self.waivers if not w.waived and not w.expired(self.today)]
+        return {"file": self.path, "applied": applied, "expired": expired, "unmatched": unmatched}
+
+    def lines(self) -> list[str]:
+        """Return the terminal lines about waivers (applied, expired, matched nothing)."""
+        out = []
+        for w in self.waivers:
+            if w.waived:
+                out.append(f"waived   {w.describe()}: {', '.join(sorted(set(w.waived)))} — {w.justification}")
+        for w in self.waivers:
+            if w.expired(self.today):
+                hit = f"; it would cover {', '.join(sorted(set(w.would_waive)))}" if w.would_waive else ""
+                out.append(f"EXPIRED  {w.describe()} [{w.where}] no longer applies{hit}")
+        for w in self.waivers:
+            if not w.waived and not w.expired(self.today):
+                out.append(f"unused   {w.describe()} [{w.where}] matched no failure; remove it if the deviation is fixed")
+        return out
+
+
+def resolve(config: pytest.Config) -> WaiverPlugin | None:
+    """Load the waivers named by --waivers (or KVMIO_WAIVERS); None when there are none."""
+    from pytest_kvmio.options import setting
+
+    value, source = setting(config, "waivers")
+    if not value:
+        return None
+    path = str(value)
+    if not Path(path).is_file():
+        raise pytest.UsageError(f"{source}: {path}: no such file")
+    return WaiverPlugin(load_waivers(path, source), path)
