@@ -118,3 +118,17 @@ def guest_disk(disk: Disk, guest: Any, request: pytest.FixtureRequest) -> Any:
         why = found.reason if found is not None else "not probed"
         pytest.fail(f"{disk.id}: cannot find this disk in the guest: {why}", pytrace=False)
     return found
+
+
+@pytest.fixture
+def fio(kvmio_target: Target, request: pytest.FixtureRequest) -> Any:
+    """fio for this disk: `fio.run("randread-4k-qd32x4")` → PerfResult (repeated runs, medians, host CPU/IO).
+
+    Write profiles run only on scratch disks (serial glob + no signature, checked in the guest first);
+    read profiles run with --readonly. With --fio-results, results are read from files instead.
+    """
+    from pytest_kvmio.perf import DiskFio
+
+    if kvmio_target.disk is None:
+        pytest.fail(f"{request.node.nodeid}: the fio fixture needs a disk-level target", pytrace=False)
+    return DiskFio(request, kvmio_target)

@@ -62,6 +62,16 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of at least 0")
+    return number
+
+
 def add_options(parser: pytest.Parser) -> None:
     """Register the kvmio options (dests prefixed `kvmio_` so testinfra's never clash)."""
     group = parser.getgroup("kvmio", "KVM/QEMU/libvirt storage acceptance (pytest-kvmio)")
@@ -104,6 +114,18 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--fio-repeat", dest="kvmio_fio_repeat", type=_positive_int, default=None, metavar="N",
         help="fio runs per profile and disk; verdicts use the median (default 3)",
+    )
+    group.addoption(
+        "--fio-runtime", dest="kvmio_fio_runtime", type=_positive_int, default=None, metavar="SECONDS",
+        help="override the measured runtime of every fio profile (profiles.yaml sets it otherwise)",
+    )
+    group.addoption(
+        "--fio-ramp-time", dest="kvmio_fio_ramp_time", type=_non_negative_int, default=None, metavar="SECONDS",
+        help="override the unmeasured warm-up of every fio profile",
+    )
+    group.addoption(
+        "--kvmio-perf-results", dest="kvmio_perf_results", default=None, metavar="PATH",
+        help="write the run's fio samples as perf results JSON (input of `kvmio baseline record --results`)",
     )
     group.addoption(
         "--waivers", dest="kvmio_waivers", default=None, metavar="FILE", type=_existing_path,

@@ -129,6 +129,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_kvmio.perf import PerfPlugin
 
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
+    from pytest_kvmio.perf import PerfPlugin
+
+    config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
     from pytest_kvmio import reporting  # waivers, the gate, the ticket line, Allure
 
     reporting.register(config)

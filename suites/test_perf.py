@@ -1,0 +1,84 @@
+"""Performance rules: fio in the guest (or --fio-results files) against class limits and baselines.
+
+Profiles come from the thresholds directory (`--thresholds`, default thresholds/). Each profile
+runs `repeat` times per disk (--fio-repeat, default 3) once per session; the rules below judge
+the median. Write profiles run only on scratch disks; read profiles use fio --readonly.
+An inconclusive result (runs straddle the edge with too wide a spread) is recorded as
+"inconclusive" and the test is SKIPPED with the reason; --kvmio-fail-inconclusive fails the run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_kvmio import perf
+from pytest_kvmio.perfgate import decide_baseline, decide_limit, format_value
+
+pytestmark = pytest.mark.perf
+
+
+def pytest_generate_tests(metafunc):
+    if "profile" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    params = []
+    for name in perf.profile_names(config):
+        if "metric" not in metafunc.fixturenames:
+            params.append(pytest.param(name, id=name))
+            continue
+        wanted = perf.baseline_metrics if "baseline" in metafunc.function.__name__ else perf.limit_metrics
+        for metric in wanted(config, name) or ["-"]:
+            rule = "perf-baseline" if "baseline" in metafunc.function.__name__ else f"perf-{name}"
+            params.append(pytest.param(name, metric, id=f"{name}-{metric}", marks=pytest.mark.rule(rule)))
+    names = "profile" if "metric" not in metafunc.fixturenames else "profile,metric"
+    metafunc.parametrize(names, params)
+
+
+# The rule id, perf-<profile>, is set per parameter in pytest_generate_tests.
+def test_profile_meets_the_class_limits(disk, fio, profile, metric, kvmio_facts, record_property):
+    """The storage class promises a floor or ceiling for this profile; a median beyond it is broken storage."""
+    if metric == "-":
+        pytest.skip(f"no storage class of these disks sets a limit for {profile}")
+    limit = fio.limit(profile, metric)
+    result = fio.run(profile)
+    decision = decide_limit(result.samples(metric), limit, max_spread=fio.storage_class.max_spread)
+    kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit)
+    perf.judge(decision, disk.id, record_property)
+
+
+@pytest.mark.rule("perf-baseline", severity="critical")
+def test_profile_has_not_regressed_from_the_baseline(disk, fio, profile, metric, kvmio_facts, record_property):
+    """A change (kernel, QEMU, io mode, template) must not make a disk slower than its recorded baseline."""
+    if metric == "-":
+        pytest.skip(f"no baseline recorded for {profile}; record one with `kvmio baseline record`")
+    baseline = fio.thresholds.baseline(disk.id, profile, metric)
+    if baseline is None:
+        pytest.skip(f"{disk.id}: no {metric} baseline for {profile}; record one with `kvmio baseline record`")
+    result = fio.run(profile)
+    max_spread = fio.storage_class.max_spread if fio.storage_class else perf.DEFAULT_MAX_SPREAD
+    decision = decide_baseline(result.samples(metric), baseline, max_spread=max_spread, fingerprint=fio.fingerprint())
+    kvmio_facts["perf"] = perf.perf_facts(decision, result)
+    perf.judge(decision, disk.id, record_property)
+
+
+@pytest.mark.rule("perf-host-cpu", severity="normal")
+def test_host_cpu_cost_per_io(disk, fio, profile, kvmio_facts, record_property):
+    """CPU the hypervisor spends per guest I/O is what io_uring saves over native and threads; bound it per class."""
+    storage_class = fio.require_class()
+    result = fio.run(profile)
+    samples = result.samples(perf.HOST_CPU)
+    if all(s is None for s in samples):
+        pytest.skip(f"{disk.id}: {profile}: host CPU not measured ({'; '.join(result.notes) or 'no .hostcpu files'})")
+    kvmio_facts["perf"] = {
+        "profile": profile, "metric": perf.HOST_CPU, "median": result.median(perf.HOST_CPU), "samples": samples,
+        "limit": None, "baseline": None, "tolerance": None, "unit": "µs/IO", "io_mode": disk.io,
+    }
+    limit = fio.thresholds.limits(storage_class.name, profile).get(perf.HOST_CPU)
+    if limit is None:
+        median = result.median(perf.HOST_CPU)
+        shown = "not measured" if median is None else f"{format_value(median)} µs per I/O"
+        record_property("kvmio_note", f"{disk.id}: {profile}: host CPU {shown} (io={disk.io}; no limit in {storage_class.name})")
+        return
+    decision = decide_limit(samples, limit, max_spread=storage_class.max_spread)
+    kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit) | {"io_mode": disk.io}
+    perf.judge(decision, disk.id, record_property)
