@@ -368,7 +368,7 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
         bus=target.get("bus") if target is not None else None,
         serial=(el.findtext("serial") or "").strip() or None,
         readonly=el.find("readonly") is not None,
-        address=dict(addr.attrib) if addr is not None else None,
+        address={str(k): str(v) for k, v in addr.attrib.items()} if addr is not None else None,
     )
     if drv is not None:
         disk.driver_name = drv.get("name")

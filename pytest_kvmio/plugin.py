@@ -94,7 +94,7 @@ def host_specs(config: pytest.Config) -> list[Any]:
     elif isinstance(value, str):
         raw = [v for v in value.replace(",", " ").split()]
     else:
-        raw = [h for item in value for h in (item if isinstance(item, list) else str(item).split(","))]
+        raw = [h for item in value for h in (item if isinstance(item, list) else str(item).split(","))]  # type: ignore[attr-defined]
     specs = []
     seen = set()
     for text in raw:
@@ -126,9 +126,6 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_kvmio import fixtures
 
     config.pluginmanager.register(fixtures, "kvmio-fixtures")
-    from pytest_kvmio.perf import PerfPlugin
-
-    config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
     from pytest_kvmio.perf import PerfPlugin
 
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
@@ -187,7 +184,8 @@ def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
     wanted = marker.kwargs.get("facts") if marker else None
     if wanted:
         facts = {k: facts.get(k) for k in wanted}
-    facts.update(item.stash.get(EXTRA_FACTS, {}))
+    extra: dict[str, Any] = item.stash.get(EXTRA_FACTS, None) or {}
+    facts.update(extra)
     return facts
 
 

@@ -68,7 +68,7 @@ class VerdictCollector:
                 nodeid=report.nodeid,
             )
         raw_facts = props.get(PROP_FACTS) or {}
-        verdict.facts = json.loads(raw_facts) if isinstance(raw_facts, str) else dict(raw_facts)
+        verdict.facts = json.loads(raw_facts) if isinstance(raw_facts, str) else dict(raw_facts)  # type: ignore[call-overload]
         verdict.duration += report.duration
         if report.when == "call" or (report.when == "setup" and not report.passed):
             verdict.outcome = _outcome(report, props)

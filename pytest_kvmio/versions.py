@@ -5,11 +5,12 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 from functools import total_ordering
 
 _LEADING = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
-_OPS: dict[str, Callable[[object, object], bool]] = {
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
     "==": operator.eq,
