@@ -51,6 +51,18 @@ AGENT_TIMEOUT = "agent timeout"
 NO_DOMAIN = "domain not found"
 
 
+# Kill a process and its descendants; minimal guests have no pkill, so read PPid from
+# /proc/*/status once, with shell builtins only (forks are slow under TCG).
+KILL_TREE = (
+    "kill -STOP PID 2>/dev/null; m=; "
+    "for d in /proc/[0-9]*; do while read -r k v; do "
+    "case $k in PPid:) m=\"$m ${d#/proc/}:$v\"; break;; esac; done < \"$d/status\"; done 2>/dev/null; "
+    "all=PID; t=PID; while [ -n \"$t\" ]; do n=; for e in $m; do for p in $t; do "
+    "[ \"${e#*:}\" = \"$p\" ] && n=\"$n ${e%%:*}\"; done; done; all=\"$all $n\"; t=$n; done; "
+    "kill -KILL $all"
+)
+
+
 class GuestError(Exception):
     """A guest command could not be run or its result could not be read."""
 
@@ -319,16 +331,17 @@ class GuestAgentBackend(BaseBackend):
                 self._abandon(pid)
                 raise GuestCommandTimeout(
                     self.domain,
-                    f"still running after {timeout:g} s (guest pid {pid}; sent SIGKILL)",
+                    f"still running after {timeout:g} s (killed guest pid {pid} and its children)",
                     cmd,
                 )
             self._sleep(interval)
             interval = min(interval * 2, self.max_poll_interval)
 
     def _abandon(self, pid: int) -> None:
-        # Best effort: don't leave a timed-out command (e.g. fio) running in the guest.
+        # Best effort: don't leave a timed-out command (e.g. fio) running in the guest. Its
+        # children would outlive the shell (re-parented to init), so kill the whole tree.
         try:
-            self._call("guest-exec", {"path": self.shell, "arg": ["-c", f"kill -KILL {pid}"]}, None)
+            self._call("guest-exec", {"path": self.shell, "arg": ["-c", KILL_TREE.replace("PID", str(pid))]}, None)
         except GuestError as exc:
             logger.warning("%s: could not kill timed-out guest pid %d: %s", self.domain, pid, exc)
 

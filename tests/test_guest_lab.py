@@ -107,9 +107,15 @@ def test_binary_output(guest: GuestHost) -> None:
     assert isinstance(result.stdout, str)
 
 
-def test_command_timeout(guest: GuestHost) -> None:
-    with pytest.raises(GuestCommandTimeout, match="sleep 30"):
-        guest.run("sleep 30", timeout=2)
+def test_command_timeout_kills_the_command_and_its_children(guest: GuestHost) -> None:
+    with pytest.raises(GuestCommandTimeout, match="sleep 37; echo never"):
+        guest.run("sleep 37; echo never", timeout=2)
+    for _ in range(20):  # the kill is asynchronous: give it a few seconds under TCG
+        left = [p for p in guest.check_output("ps -o args").splitlines() if p.startswith("sleep 37")]
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, left
 
 
 def test_disks_map_by_serial(lab: list[tuple[Any, GuestHost]]) -> None:
