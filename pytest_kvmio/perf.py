@@ -268,7 +268,14 @@ class PerfState:
     def progress(self, line: str) -> None:
         """Write a progress line to the terminal (fio runs are long)."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None and self.config.get_verbosity() >= -1:
+        if reporter is None or self.config.get_verbosity() < -1:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if capture is None:
+            reporter.ensure_newline()
+            reporter.write_line(line)
+            return
+        with capture.global_and_fixture_disabled():  # a test is running: its output is captured
             reporter.ensure_newline()
             reporter.write_line(line)
 
