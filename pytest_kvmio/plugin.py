@@ -184,8 +184,8 @@ def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
     wanted = marker.kwargs.get("facts") if marker else None
     if wanted:
         facts = {k: facts.get(k) for k in wanted}
-    extra: dict[str, Any] = item.stash.get(EXTRA_FACTS, None) or {}
-    facts.update(extra)
+    if EXTRA_FACTS in item.stash:
+        facts.update(item.stash[EXTRA_FACTS])
     return facts
 
 
