@@ -185,7 +185,8 @@ def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
     if wanted:
         facts = {k: facts.get(k) for k in wanted}
     if EXTRA_FACTS in item.stash:
-        facts.update(item.stash[EXTRA_FACTS])
+        extra = item.stash[EXTRA_FACTS]
+        facts.update(extra)
     return facts
 
 
