@@ -342,6 +342,13 @@ class PerfPlugin:
                         f"{'runs fio on live hosts' if option == '--host' else 'lints XML files'}; pass one of them"
                     )
 
+    def pytest_collection(self, session: pytest.Session) -> None:
+        """Read explicitly named thresholds before collecting, so a bad file is a usage error (exit 4)."""
+        from pytest_kvmio.options import setting
+
+        if setting(self.config, "thresholds")[0] is not None or self.config.getoption("kvmio_fio_results", None):
+            state(self.config).thresholds  # noqa: B018 - loads and validates
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         path = self.config.getoption("kvmio_perf_results", None)
         perf = self.config.stash.get(PERF, None)

@@ -1,0 +1,168 @@
+"""The perf suite offline: --fio-results files from the real corpus against thresholds, via pytester."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, SUITES
+
+
+def verdicts(path: Path) -> list[dict]:
+    """Return every verdict of the JSON summary (several per rule and target: one per metric)."""
+    return json.loads(path.read_text())["verdicts"]
+
+CORPUS = DATA / "fio"
+PROFILES = """version: 1
+defaults: {runtime: 10, ramp_time: 2, repeat: 3}
+profiles:
+  randread-4k-qd128:
+    description: campaign profile
+    rw: randread
+    bs: 4k
+    iodepth: 128
+    numjobs: 1
+  randwrite-4k-qd128:
+    description: writes
+    rw: randwrite
+    bs: 4k
+    iodepth: 128
+    numjobs: 1
+"""
+CLASSES = """version: 1
+classes:
+  lab:
+    description: test class
+    match:
+      - target: "hv01/*/*"
+    max_spread: 0.3
+    limits:
+      randread-4k-qd128:
+        iops: {floor: %(floor)s}
+        lat_mean_us: {ceiling: 100000}
+"""
+BASELINE = """version: 1
+baselines:
+  - target: hv01/vm01/vdb
+    profile: randread-4k-qd128
+    at: "2024-05-02"
+    tolerance: 0.15
+    fingerprint: {storage_class: lab}
+    metrics:
+      iops: {median: %(median)s}
+"""
+
+
+def setup(pytester: pytest.Pytester, floor: float = 1000, baseline: float | None = None) -> tuple[Path, Path]:
+    thresholds = pytester.path / "thresholds"
+    (thresholds / "baselines").mkdir(parents=True)
+    (thresholds / "profiles.yaml").write_text(PROFILES)
+    (thresholds / "classes.yaml").write_text(CLASSES % {"floor": floor})
+    if baseline is not None:
+        (thresholds / "baselines" / "lab.yaml").write_text(BASELINE % {"median": baseline})
+    results = pytester.path / "results"
+    disk = results / "hv01" / "vm01" / "vdb"
+    disk.mkdir(parents=True)
+    for n in (1, 2, 3):  # the same real fio run three times: median = its IOPS
+        shutil.copy(CORPUS / "randread-qd128.json", disk / f"randread-4k-qd128.{n}.json")
+    shutil.copy(SUITES / "test_perf.py", pytester.path / "test_perf.py")
+    return thresholds, results
+
+
+def run(pytester: pytest.Pytester, *extra: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "no:cacheprovider", "--fio-results", "results", "-rsf", *extra)
+
+
+def test_results_within_the_class_limits_pass(pytester):
+    setup(pytester, floor=1000)
+    result = run(pytester, "--kvmio-json", "v.json")
+    result.assert_outcomes(passed=2, skipped=5)
+    iops = next(
+        v for v in verdicts(pytester.path / "v.json")
+        if v["rule"] == "perf-randread-4k-qd128" and v["facts"]["perf"]["metric"] == "iops"
+    )
+    perf = iops["facts"]["perf"]
+    assert perf["median"] == pytest.approx(54655, rel=1e-3) and perf["unit"] == "IOPS"
+    assert perf["limit"]["floor"] == 1000 and len(perf["samples"]) == 3
+
+
+def test_a_floor_above_the_median_fails_naming_profile_metric_and_limit(pytester):
+    setup(pytester, floor=80000)
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1, skipped=5)
+    result.stdout.fnmatch_lines(["*hv01/vm01/vdb: randread-4k-qd128 iops: median 54,655 *below floor 80,000*(lab)*"])
+
+
+def test_regression_against_the_baseline_names_baseline_measured_and_tolerance(pytester):
+    setup(pytester, baseline=110000)
+    result = run(pytester)
+    result.assert_outcomes(passed=2, failed=1, skipped=4)
+    result.stdout.fnmatch_lines(["*randread-4k-qd128 iops: median 54,655*50% below baseline 110,000 (tolerance 15%)*"])
+
+
+def test_within_the_baseline_tolerance_passes(pytester):
+    setup(pytester, baseline=56000)
+    run(pytester).assert_outcomes(passed=3, skipped=4)
+
+
+def test_straddling_noisy_runs_are_inconclusive_and_skipped(pytester):
+    _, results = setup(pytester, floor=40000)
+    disk = results / "hv01" / "vm01" / "vdb"
+    # Runs from the corpus at ~54.7k, ~30.6k and ~54.7k IOPS: they straddle the 40k floor, spread > 30%.
+    shutil.copy(CORPUS / "randread-numjobs2-group.json", disk / "randread-4k-qd128.2.json")
+    result = run(pytester, "--kvmio-json", "v.json")
+    assert result.ret == 0  # inconclusive fails the run only with --kvmio-fail-inconclusive
+    (iops,) = [v for v in verdicts(pytester.path / "v.json") if v["facts"].get("perf", {}).get("metric") == "iops"]
+    assert iops["outcome"] == "inconclusive"
+    assert "straddle floor 40,000" in iops["message"] and "spread of" in iops["message"]
+
+
+def test_perf_results_file_feeds_baseline_record(pytester):
+    setup(pytester)
+    run(pytester, "--kvmio-perf-results", "perf.json").assert_outcomes(passed=2, skipped=5)
+    document = json.loads((pytester.path / "perf.json").read_text())
+    (entry,) = document["results"]
+    assert entry["target"] == "hv01/vm01/vdb" and entry["profile"] == "randread-4k-qd128"
+    assert entry["fingerprint"]["storage_class"] == "lab" and len(entry["samples"]["iops"]) == 3
+    from pytest_kvmio.baseline_cli import record
+
+    summary, _ = record(pytester.path / "perf.json", pytester.path / "thresholds" / "baselines" / "lab.yaml", at="2024-05-02")
+    assert "1 new" in summary
+    run(pytester).assert_outcomes(passed=2 + 11, skipped=5 - 1)  # every recorded metric now has a baseline rule
+
+
+def test_write_profile_files_are_evaluated_offline_but_a_missing_profile_skips(pytester):
+    setup(pytester)
+    result = run(pytester)
+    result.stdout.fnmatch_lines(["*no randwrite-4k-qd128.json or randwrite-4k-qd128.<n>.json in *vdb*"])
+
+
+def test_domain_xml_next_to_the_results_supplies_the_serial(pytester):
+    _, results = setup(pytester)
+    (results / "hv01" / "vm01" / "domain.xml").write_text(
+        "<domain type='kvm'><name>vm01</name><vcpu>2</vcpu><devices><disk type='file' device='disk'>"
+        "<driver name='qemu' type='raw' cache='none' io='io_uring'/><source file='/x.raw'/>"
+        "<target dev='vdb' bus='virtio'/><serial>kvmio-scratch-0</serial></disk></devices></domain>"
+    )
+    run(pytester, "--kvmio-perf-results", "perf.json")
+    (entry,) = json.loads((pytester.path / "perf.json").read_text())["results"]
+    assert entry["serial"] == "kvmio-scratch-0"
+    assert entry["fingerprint"]["io_mode"] == "io_uring" and entry["fingerprint"]["device_model"] == "virtio-blk"
+
+
+def test_bad_thresholds_file_is_a_usage_error_naming_file_and_path(pytester):
+    thresholds, _ = setup(pytester)
+    (thresholds / "classes.yaml").write_text((CLASSES % {"floor": "'fast'"}))
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*thresholds/classes.yaml: classes.lab.limits.randread-4k-qd128.iops.floor: expected a number, got 'fast'*"])
+
+
+def test_fio_results_with_host_is_a_usage_error(pytester):
+    setup(pytester)
+    result = run(pytester, "--host", "local")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--fio-results evaluates fio files offline and --host runs fio on live hosts; pass one of them*"])
