@@ -114,3 +114,42 @@ def open_readonly(uri: str, *, host: str) -> Any:
             f"{host}: cannot connect to libvirt at {uri}: {exc.get_error_message()}; "
             "check that libvirtd runs there and that --libvirt-uri is right"
         ) from None
+
+
+def ansible_host_specs(pattern: str, inventory: str | None) -> list[HostSpec]:
+    """Expand `ansible://PATTERN` with an Ansible inventory into one HostSpec per host.
+
+    Commands go through testinfra's ansible backend; libvirt's URI is built from the host's
+    ansible_host, ansible_user, ansible_port and ansible_ssh_private_key_file variables.
+    """
+    from testinfra.utils.ansible_runner import AnsibleRunner
+
+    try:
+        runner = AnsibleRunner(inventory)
+        names = runner.get_hosts(pattern or "all")
+    except Exception as exc:  # ansible-inventory missing or the inventory unreadable
+        raise ValueError(
+            f"ansible://{pattern}: cannot read the inventory {inventory or '(ansible default)'}: {exc}; "
+            "install ansible-core and check --ansible-inventory"
+        ) from None
+    if not names:
+        raise ValueError(f"ansible://{pattern}: no host in the inventory {inventory or '(ansible default)'} matches")
+    specs = []
+    for name in names:
+        hostvars = runner.get_variables(name)
+        query = f"?ansible_inventory={inventory}" if inventory else ""
+        local = hostvars.get("ansible_connection") == "local"
+        port = hostvars.get("ansible_port")
+        specs.append(
+            HostSpec(
+                raw=f"ansible://{name}",
+                name=name,
+                testinfra_spec=f"ansible://{name}{query}",
+                is_local=local,
+                hostname=None if local else str(hostvars.get("ansible_host") or name),
+                user=None if local else hostvars.get("ansible_user"),
+                port=int(port) if port and not local else None,
+                keyfile=None if local else hostvars.get("ansible_ssh_private_key_file"),
+            )
+        )
+    return specs

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_kvmio import markers
-from pytest_kvmio.connection import parse_host_spec
+from pytest_kvmio.connection import ansible_host_specs, parse_host_spec
 from pytest_kvmio.domain import DomainXMLError, load_domain_files
 from pytest_kvmio.facts import assumed_facts
 from pytest_kvmio.options import add_options, setting
@@ -72,13 +72,13 @@ class KvmioState:
                 if host.error:
                     self._progress(f"kvmio: {host.error}")
         globs = config.getoption("kvmio_domains")
+        names = sorted({d.name for h in hosts for d in h.domains})
         unmatched = filter_domains(hosts, globs)
         if unmatched:
-            names = sorted({d.name for h in hosts for d in h.domains} | set())
             raise pytest.UsageError(
                 f"--domain {', '.join(unmatched)}: matches no domain on "
                 f"{', '.join(h.name for h in hosts if not h.error)}; check the name or drop the filter"
-                + (f" (kept: {', '.join(names)})" if names else "")
+                + (f" (domains there: {', '.join(names)})" if names else "")
             )
         return hosts
 
@@ -89,8 +89,9 @@ STATE = pytest.StashKey[KvmioState]()
 def host_specs(config: pytest.Config) -> list[Any]:
     """Return the --host specs (CLI > KVMIO_HOSTS > ini kvmio_hosts > local), deduplicated."""
     value, source = setting(config, "hosts")
+    inventory = config.getoption("ansible_inventory", None)  # pytest-testinfra's option, reused
     if value is None:
-        raw = ["local"]
+        raw = ["ansible://all"] if inventory else ["local"]
     elif isinstance(value, str):
         raw = [v for v in value.replace(",", " ").split()]
     else:
@@ -99,12 +100,16 @@ def host_specs(config: pytest.Config) -> list[Any]:
     seen = set()
     for text in raw:
         try:
-            spec = parse_host_spec(text)
+            if text.startswith("ansible://"):
+                found = ansible_host_specs(text.removeprefix("ansible://").split("?")[0], inventory)
+            else:
+                found = [parse_host_spec(text)]
         except ValueError as exc:
             raise pytest.UsageError(f"{source}: {exc}") from None
-        if spec.name not in seen:
-            seen.add(spec.name)
-            specs.append(spec)
+        for spec in found:
+            if spec.name not in seen:
+                seen.add(spec.name)
+                specs.append(spec)
     return specs
 
 

@@ -223,3 +223,26 @@ def test_unreachable_host_errors_its_items_with_a_clear_message(pytester: pytest
     verdict = verdicts_of(out)[("host-kernel-min", "127.0.0.1:9")]
     assert verdict["outcome"] == "error"
     assert "cannot run commands" in verdict["message"]
+
+
+def test_ansible_inventory_names_the_hosts(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("ansible", reason="ansible-core (a dev extra) reads inventories")
+    inventory = pytester.path / "inventory.ini"
+    inventory.write_text("[hypervisors]\nhv-local ansible_connection=local\n")
+    pytester.makepyfile("def test_h(hypervisor): assert hypervisor.libvirt is not None")
+    result = pytester.runpytest_subprocess(
+        f"--ansible-inventory={inventory}", "--libvirt-uri=test:///default", "--collect-only", "-q"
+    )
+    result.stdout.fnmatch_lines(["*test_h[[]hv-local]*"])
+    result = pytester.runpytest_subprocess(f"--ansible-inventory={inventory}", "--libvirt-uri=test:///default")
+    result.assert_outcomes(passed=1)
+
+
+def test_ansible_pattern_that_matches_nothing_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("ansible", reason="ansible-core (a dev extra) reads inventories")
+    inventory = pytester.path / "inventory.ini"
+    inventory.write_text("[hypervisors]\nhv-local ansible_connection=local\n")
+    pytester.makepyfile("def test_h(hypervisor): pass")
+    result = pytester.runpytest_subprocess(f"--ansible-inventory={inventory}", "--host=ansible://databases")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ansible://databases: no host in the inventory*matches*"])

@@ -111,3 +111,22 @@ def test_lab_offline_xml_verdicts_equal_the_manifest(pytester: pytest.Pytester, 
     for path in files:  # and libvirt really refuses them: that is why they are offline
         refused = subprocess.run(["virsh", "-c", "qemu:///system", "define", path], capture_output=True, text=True)
         assert refused.returncode != 0, f"libvirt accepted {path}"
+
+
+def test_ansible_inventory_hosts_are_checked_over_ssh(pytester: pytest.Pytester, lab: dict[str, Any]) -> None:
+    ssh = lab["ssh"]
+    inventory = pytester.path / "inventory.ini"
+    inventory.write_text(
+        "[hypervisors]\n"
+        f"labhv ansible_host=127.0.0.1 ansible_port={ssh['port']} ansible_user=root "
+        f"ansible_ssh_private_key_file={ssh['identity_file']} ansible_ssh_common_args='-F {ssh['ssh_config']}'\n"
+    )
+    out = pytester.path / "verdicts.json"
+    result = pytester.runpytest_subprocess(
+        str(SUITES / "test_host.py"), f"--ansible-inventory={inventory}",
+        "--libvirt-uri=qemu+ssh://{host}/system{query}&no_verify=1", "--kvmio-json", str(out),
+    )
+    verdicts = {v["rule"]: v for v in json.loads(out.read_text())["verdicts"]}
+    assert verdicts["host-libvirt-min"]["target"] == "labhv"
+    assert verdicts["host-libvirt-min"]["outcome"] == "passed", verdicts["host-libvirt-min"]["message"]
+    assert result.ret == pytest.ExitCode.OK
