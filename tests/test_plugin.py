@@ -246,3 +246,30 @@ def test_ansible_pattern_that_matches_nothing_is_a_usage_error(pytester: pytest.
     result = pytester.runpytest_subprocess(f"--ansible-inventory={inventory}", "--host=ansible://databases")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*ansible://databases: no host in the inventory*matches*"])
+
+
+def test_offline_lint_needs_no_libvirt_library(pytester: pytest.Pytester, xml_dir, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A `libvirt` module that fails to import, first on the path: as on a machine without libvirt's C library.
+    blocker = pytester.path / "blocker"
+    blocker.mkdir()
+    (blocker / "libvirt.py").write_text("raise ImportError('libvirtmod: cannot open shared object file')\n")
+    monkeypatch.setenv("PYTHONPATH", str(blocker))
+    write_domain(xml_dir, "vm01", {"vda": "cache='unsafe'"})
+    out = pytester.path / "v.json"
+    result = pytester.runpytest_subprocess(str(SUITES), "--domain-xml", str(xml_dir), "--kvmio-json", str(out))
+    assert verdicts_of(out)[("disk-cache-safe", "offline/vm01/vda")]["outcome"] == "failed"
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # A live host then fails its items with the reason instead of a traceback.
+    pytester.makepyfile("def test_h(hypervisor): pass")
+    result = pytester.runpytest_subprocess("--host=local", "test_offline_lint_needs_no_libvirt_library.py")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*libvirt-python is not importable*install it*or lint offline with --domain-xml*"])
+
+
+def test_dead_libvirt_daemon_is_named_with_its_uri(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_h(hypervisor): pass")
+    uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"
+    result = pytester.runpytest_subprocess("--host=local", f"--libvirt-uri={uri}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*local: cannot connect to libvirt at {uri}:*check that libvirtd runs there*"])
+    assert "Traceback" not in result.stdout.str()
