@@ -142,7 +142,7 @@ class DeviceProbe:
         out += [f"is in use as swap: {s}" for s in self.swaps]
         if len(self.head) < PROBE_BYTES and (self.size_bytes or 0) >= PROBE_BYTES:
             out.append(f"could not read its first {PROBE_BYTES} bytes (got {len(self.head)})")
-        out += [f"carries a {s}" for s in detect_signatures(self.head)]
+        out += [f"carries {s}" for s in detect_signatures(self.head)]
         return out
 
 
