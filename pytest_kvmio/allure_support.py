@@ -199,6 +199,7 @@ class AllureKvmio:
         allure.dynamic.tag(rule)
         allure.dynamic.label("kvmio_rule", rule)
         allure.dynamic.label("kvmio_target", target_id)
+        allure.dynamic.parameter("kvmio_target", target_id)  # not the Target repr
         doc = inspect.getdoc(getattr(item, "obj", None))
         outcome = props.get(PROP_OUTCOME)
         description = doc or ""

@@ -28,3 +28,16 @@ python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v
 
 echo "setup: libvirt daemons"
 python3 -c "from pytest_kvmio.lab import daemons; started = daemons.ensure_running(); daemons.connect(); print('setup: started ' + (', '.join(started) or 'nothing (already running)'))"
+
+# Report tooling (issue 6): Chromium for the Allure report browser test, the Allure 3 CLI (npm, no Java),
+# matplotlib for perf charts. Installed only when missing.
+if ! command -v chromium >/dev/null; then
+  echo "setup: apt-get install chromium"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+fi
+if [[ ! -x .kvmio/node/node_modules/.bin/allure ]] && command -v npm >/dev/null; then
+  echo "setup: npm install allure@3 into .kvmio/node"
+  npm install --prefix .kvmio/node --no-audit --no-fund --silent allure@3 >/dev/null
+fi
+python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q --disable-pip-version-check -e '.[charts]' 2>&1 \
+  | grep -v -e "Running pip as the 'root' user" -e "^WARNING: Location" || true
