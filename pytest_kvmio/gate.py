@@ -52,7 +52,7 @@ class Gate:
         failures = self.counts["failed"] + self.counts["error"]
         if status in NOT_A_RUN:
             self.passed, self.reason, self.exitstatus = False, NOT_A_RUN[pytest.ExitCode(status)], status
-        elif status == pytest.ExitCode.NO_TESTS_COLLECTED or not sum(self.counts.values()):
+        elif status == pytest.ExitCode.NO_TESTS_COLLECTED or not self.counts.total():
             # Nothing checked is not a pass: a wrong path or -k would otherwise turn the pipeline green.
             self.passed, self.reason = False, "no tests collected"
             self.exitstatus = int(pytest.ExitCode.NO_TESTS_COLLECTED)
@@ -79,7 +79,7 @@ class Gate:
         text += "no tests collected" if self.reason == "no tests collected" else self.counts_text()
         if hosts:
             text += f" on {hosts}"
-        if self.reason == "no tests collected" and sum(self.counts.values()):
+        if self.reason == "no tests collected" and self.counts.total():
             text += f" ({self.counts_text()})"
         if waivers:
             text += f"; waivers: {waivers}"
