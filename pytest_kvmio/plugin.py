@@ -16,7 +16,7 @@ from pytest_kvmio.facts import assumed_facts
 from pytest_kvmio.options import add_options, setting
 from pytest_kvmio.targets import OFFLINE_HOST, HostTarget, Target, filter_domains, iter_targets, load_host
 from pytest_kvmio.verdicts import (
-    PROP_FACTS, PROP_RULE, PROP_SEVERITY, PROP_TARGET, VerdictCollector, format_table, write_json,
+    PROP_FACTS, PROP_RULE, PROP_SEVERITY, PROP_TARGET, VerdictCollector, format_table,
 )
 
 EXTRA_FACTS = pytest.StashKey[dict[str, Any]]()
@@ -45,6 +45,13 @@ class KvmioState:
     @property
     def loaded_hosts(self) -> list[HostTarget]:
         return self._hosts or []
+
+    @property
+    def in_use(self) -> bool:
+        """Return True when this run checks something with kvmio (targets named, loaded, or rules run)."""
+        config = self.config
+        named = any(config.getoption(o, None) for o in ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains", "kvmio_json"))
+        return named or self._hosts is not None or bool(self.collector.verdicts)
 
     def _progress(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -226,15 +233,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return []
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    state = session.config.stash.get(STATE, None)
-    path = session.config.getoption("kvmio_json", None)
-    if state is None or not path:
-        return
-    hosts = [h.facts.as_dict() | {"error": h.error} for h in state.loaded_hosts]
-    write_json(path, state.collector.sorted(), hosts, {"exitstatus": int(exitstatus)})
-
-
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is None:
@@ -246,6 +244,3 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("kvmio verdicts")
     for line in lines:
         terminalreporter.write_line(line)
-    path = config.getoption("kvmio_json", None)
-    if path:
-        terminalreporter.write_line(f"kvmio: verdicts written to {path}")

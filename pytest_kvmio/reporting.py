@@ -11,16 +11,14 @@ Registered from plugin.py's pytest_configure with `reporting.register(config)`:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_kvmio.gate import Gate, describe_hosts, fail_inconclusive, item_outcome
-from pytest_kvmio.verdicts import PROP_OUTCOME
+from pytest_kvmio.verdicts import PROP_OUTCOME, write_json
 from pytest_kvmio.waivers import WaiverPlugin, resolve
 
 STATUS = {
@@ -66,21 +64,25 @@ class ReportingPlugin:
     # print the ticket line after the terminal reporter's own summary, so it is the last line.
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Generator[None, None, None]:
-        collect_only = bool(self.config.getoption("collectonly", False))
-        if not collect_only:
+        from pytest_kvmio.plugin import STATE
+
+        state = self.config.stash.get(STATE, None)
+        # Runs that check nothing with kvmio (e.g. a project's own unit tests) keep pytest's behaviour.
+        skip_gate = bool(self.config.getoption("collectonly", False)) or state is None or not state.in_use
+        if not skip_gate:
             self.gate.counts = Counter(self.outcomes.values())
             session.exitstatus = self.gate.decide(int(session.exitstatus))
         try:
             return (yield)
         finally:
-            if not collect_only:
+            if not skip_gate:
                 self._finish()
 
     def _finish(self) -> None:
         try:
-            self._rewrite_json()
-        except (OSError, ValueError) as exc:
-            self._write(f"kvmio: could not add the gate and waivers to the JSON summary: {exc}")
+            self._write_json()
+        except OSError as exc:
+            self._write(f"kvmio: could not write the JSON summary: {exc}", red=True)
         self._write(self.ticket_line(), bold=True, red=not self.gate.passed, green=self.gate.passed)
 
     @pytest.hookimpl(trylast=True)
@@ -107,22 +109,22 @@ class ReportingPlugin:
         if reporter is not None:
             reporter.write_line(line, **markup)
 
-    def _rewrite_json(self) -> None:
-        """Add the gate and waivers to the summary plugin.py wrote (same file, replaced atomically)."""
+    def _write_json(self) -> None:
+        """Write the JSON summary once, at the end: verdicts, hosts, the gate and the waivers."""
+        from pytest_kvmio.plugin import STATE
+
         path = self.config.getoption("kvmio_json", None)
-        if not path or not Path(path).is_file():
+        state = self.config.stash.get(STATE, None)
+        if not path or state is None:
             return
-        target = Path(path)
-        document = json.loads(target.read_text())
-        document["exitstatus"] = self.gate.exitstatus
-        document["gate"] = self.gate.as_dict()
+        verdicts = state.collector.sorted()
         waived = self.waivers.waived_nodeids if self.waivers is not None else {}
-        for record in document.get("verdicts", []):
-            record["waiver"] = waived.get(record.get("nodeid", ""))
-        document["waivers"] = (
-            self.waivers.summary() if self.waivers is not None
-            else {"file": None, "applied": [], "expired": [], "unmatched": []}
-        )
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(json.dumps(document, indent=2, default=str) + "\n")
-        tmp.replace(target)
+        for verdict in verdicts:
+            verdict.waiver = waived.get(verdict.nodeid)
+        hosts = [h.facts.as_dict() | {"error": h.error} for h in state.loaded_hosts]
+        write_json(path, verdicts, hosts, {
+            "exitstatus": self.gate.exitstatus,
+            "gate": self.gate.as_dict(),
+            "waivers": self.waivers.summary() if self.waivers is not None
+            else {"file": None, "applied": [], "expired": [], "unmatched": []},
+        })

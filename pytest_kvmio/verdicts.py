@@ -30,6 +30,7 @@ class Verdict:
     facts: dict[str, Any] = field(default_factory=dict)
     nodeid: str = ""
     duration: float = 0.0
+    waiver: dict[str, Any] | None = None
 
 
 def _message(report: pytest.TestReport) -> str:

@@ -48,16 +48,23 @@ def test_failures_fail_the_gate_and_the_ticket_line_is_last(pytester: pytest.Pyt
 
 def test_no_tests_collected_fails_the_gate(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def helper(): pass")
-    result = pytester.runpytest()
+    result = pytester.runpytest("--kvmio-json", "v.json")
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
     assert result.stdout.lines[-1].startswith("kvmio: FAIL — no tests collected")
 
 
 def test_everything_deselected_fails_the_gate(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest("-k", "nothing_matches")
+    result = pytester.runpytest("-k", "nothing_matches", "--kvmio-json", "v.json")
     assert result.ret != 0
     assert "kvmio: FAIL — no tests collected" in result.stdout.lines[-1]
+
+
+def test_runs_that_do_not_use_kvmio_keep_pytests_behaviour(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.OK
+    assert not any(line.startswith("kvmio:") for line in result.stdout.lines)
 
 
 def test_collect_only_is_not_gated(pytester: pytest.Pytester) -> None:
