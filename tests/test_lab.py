@@ -167,7 +167,7 @@ def test_xml_carries_the_seeded_settings_and_a_stable_hash(tmp_path: Path) -> No
 def test_libvirt_parses_every_defined_domain(spec: DomainSpec, tmp_path: Path) -> None:
     conn = libvirt.open("test:///default")
     try:
-        dom = conn.defineXML(xmlgen.render(spec, BOOT, tmp_path, tmp_path / "c.log"))
+        dom = conn.defineXML(xmlgen.render(spec, BOOT, tmp_path, tmp_path / "c.log", 2223))
         assert dom.name() == spec.name
     finally:
         conn.close()
@@ -199,3 +199,96 @@ def test_state_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
 
     monkeypatch.setenv("KVMIO_LAB_DIR", str(tmp_path))
     assert LabPaths.from_env().manifest == tmp_path / "manifest.json"
+
+
+QEMU_NS = {"qemu": "http://libvirt.org/schemas/domain/qemu/1.0"}
+
+
+def _qemu_args(spec: DomainSpec, tmp_path: Path, port: int | None = 2223) -> list[str]:
+    root = etree.fromstring(xmlgen.render(spec, BOOT, tmp_path, tmp_path / "c.log", port).encode())
+    assert root.xpath("devices/interface") == []  # no libvirt-managed NIC in any lab domain
+    values: Any = root.xpath("qemu:commandline/qemu:arg/@value", namespaces=QEMU_NS)
+    return [str(v) for v in values]
+
+
+def test_only_the_good_domain_has_a_nic_a_restricted_user_netdev_forwarded_from_loopback(tmp_path: Path) -> None:
+    with_nic = {d.name for d in topology.DOMAINS + topology.OFFLINE if _qemu_args(d, tmp_path)}
+    assert with_nic == {"kvmio-lab-good"}
+    good = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-good")
+    args = _qemu_args(good, tmp_path, 2299)
+    assert args[0::2] == ["-netdev", "-device"]
+    netdev = dict(kv.partition("=")[::2] for kv in args[1].split(",")[1:])
+    assert args[1].split(",")[0] == "user"  # SLIRP: no tap, no bridge, nothing on the host's network
+    assert netdev["restrict"] == "on"  # the guest reaches nothing outside QEMU
+    assert netdev["hostfwd"] == "tcp:127.0.0.1:2299-:22"  # bound to loopback only, never 0.0.0.0
+    assert set(netdev) == {"id", "restrict", "hostfwd"}  # no guestfwd, no smb/tftp
+    assert args[3].startswith("virtio-net-pci,") and f"netdev={netdev['id']}" in args[3].split(",")
+
+
+def test_the_ssh_port_is_part_of_the_xml_hash_and_required(tmp_path: Path) -> None:
+    good = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-good")
+    a = xmlgen.render(good, BOOT, tmp_path, tmp_path / "c.log", 2223)
+    b = xmlgen.render(good, BOOT, tmp_path, tmp_path / "c.log", 2224)
+    assert xmlgen.spec_hash(a) != xmlgen.spec_hash(b)  # a new port redefines (and restarts) the domain
+    with pytest.raises(ValueError, match="ssh_port"):
+        xmlgen.render(good, BOOT, tmp_path, tmp_path / "c.log")
+
+
+def test_qemu_driver_accepts_the_passthrough(tmp_path: Path) -> None:
+    """virt-xml-validate (the schema the qemu driver parses) accepts <qemu:commandline>."""
+    import shutil
+    import subprocess
+
+    if shutil.which("virt-xml-validate") is None:
+        pytest.skip("virt-xml-validate not installed (libxml2-utils + libvirt-clients)")
+    good = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-good")
+    path = tmp_path / "good.xml"
+    path.write_text(xmlgen.render(good, BOOT, tmp_path, tmp_path / "c.log", 2223))
+    proc = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_guest_ssh_ports_config_and_spec(tmp_path: Path) -> None:
+    from pytest_kvmio.lab import guestssh
+    from pytest_kvmio.lab.paths import LabPaths
+    from pytest_kvmio.lab.sshd import SshFiles
+
+    assert guestssh.ports(2223) == {"kvmio-lab-good": 2223}
+    files = SshFiles(LabPaths(tmp_path))
+    block = guestssh.config_block(files, 2223)
+    assert block.startswith("Host kvmio-lab-good\n")
+    for line in ("HostName 127.0.0.1", "Port 2223", "User root", f"IdentityFile {files.client_key}",
+                 "StrictHostKeyChecking yes", "BatchMode yes", "HostKeyAlias kvmio-lab-good",
+                 f"UserKnownHostsFile {tmp_path}/ssh/known_hosts_guests"):
+        assert f"\n  {line}\n" in block, line
+    doc = guestssh.spec(files, 2223)
+    assert doc["spec"] == f"ssh://{{domain}}?ssh_config={tmp_path}/ssh/ssh_config"
+    assert doc["domains"] == ["kvmio-lab-good"]
+
+
+def test_guest_ssh_port_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_kvmio.cli import CommandError
+    from pytest_kvmio.lab.paths import guest_ssh_port
+
+    monkeypatch.delenv("KVMIO_LAB_GUEST_SSH_PORT", raising=False)
+    assert guest_ssh_port() == 2223
+    monkeypatch.setenv("KVMIO_LAB_GUEST_SSH_PORT", "2400")
+    assert guest_ssh_port() == 2400
+    monkeypatch.setenv("KVMIO_LAB_GUEST_SSH_PORT", "70000")
+    with pytest.raises(CommandError, match="KVMIO_LAB_GUEST_SSH_PORT"):
+        guest_ssh_port()
+
+
+def test_guest_build_inputs_cover_the_ssh_server() -> None:
+    from pytest_kvmio.lab import guest
+
+    assert "virtio_net" in guest.MODULES
+    assert guest.SSH_PACKAGES == ("dropbear-bin", "libtomcrypt1", "libtommath1")
+    init = guest.init_script().decode()
+    assert "dropbear -F -E -s -g" in init  # public keys only, root included
+    assert "10.0.2.15/24" in init
+    base = dict(kernel_package="k", kernel_version="1", agent_version="1", fio_version="1",
+                busybox_version="1", init_sha="x", modules=guest.MODULES)
+    a = guest.GuestInputs(**base, ssh_packages=("dropbear-bin=1",))  # type: ignore[arg-type]
+    b = guest.GuestInputs(**base, ssh_packages=("dropbear-bin=2",))  # type: ignore[arg-type]
+    assert a.key != b.key  # a new dropbear rebuilds the cached guest

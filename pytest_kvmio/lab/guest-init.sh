@@ -55,6 +55,26 @@ for port in /sys/class/virtio-ports/*; do
     [ -r "$port/name" ] || continue
     ln -sfn "/dev/${port##*/}" "/dev/virtio-ports/$(cat "$port/name")"
 done
+# SSH for guests given a NIC (QEMU user-mode network, restrict=on, host port forward to :22):
+# static SLIRP addressing, then dropbear with public-key logins only. `kvmio lab up` pushes the
+# lab's client key to /root/.ssh/authorized_keys over the agent and pins the host key made here.
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up
+    ip addr add 10.0.2.15/24 dev eth0
+    ip route add default via 10.0.2.2
+    mkdir -p /etc/dropbear /root/.ssh
+    chmod 700 /root /root/.ssh
+    hostkey=/etc/dropbear/dropbear_ed25519_host_key
+    [ -s "$hostkey" ] || dropbearkey -t ed25519 -f "$hostkey" > /dev/null 2>&1 || log "dropbearkey failed"
+    dropbearkey -y -f "$hostkey" 2>/dev/null | grep '^ssh-ed25519 ' > /etc/dropbear/host_key.pub
+    # -s -g: no password logins (root neither); -j -k: no port forwarding; respawned like the agent
+    ( while true; do
+        dropbear -F -E -s -g -j -k -p 22 -r "$hostkey" -P /run/dropbear.pid >> /run/dropbear.log 2>&1
+        sleep 1
+      done ) &
+    log "sshd: dropbear on eth0 $(ip -4 -o addr show eth0 | awk '{print $4}') port 22"
+fi
 log "ready: $(disks | wc -l) disks, agent on /dev/virtio-ports/org.qemu.guest_agent.0"
 # Respawn the agent rather than exec it: if PID 1 exited, the guest would panic.
 while true; do

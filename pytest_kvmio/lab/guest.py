@@ -16,12 +16,16 @@ from pytest_kvmio.cli import CommandError
 from pytest_kvmio.lab.paths import LabPaths
 from pytest_kvmio.lab.shell import run
 
-BUILD_FORMAT = "2"  # bump when the build procedure changes in a way the inputs don't show
+BUILD_FORMAT = "3"  # bump when the build procedure changes in a way the inputs don't show
 KERNEL_META = "linux-image-amd64"
 AGENT_PACKAGE = "qemu-guest-agent"
-MODULES = ("virtio_pci", "virtio_blk", "virtio_console", "virtio_scsi", "sd_mod")
+MODULES = ("virtio_pci", "virtio_blk", "virtio_console", "virtio_scsi", "sd_mod", "virtio_net")
 MODULE_PARAMS = {"scsi_mod": "scan=sync"}  # scan LUNs during probe, so init sees every disk
 GUEST_BINARIES = ("/usr/bin/fio",)
+# SSH server of guests with a NIC (see topology.DomainSpec.ssh): Debian's dropbear and the libraries
+# it needs that the host need not have installed. Host key made at boot, client key pushed by `lab up`.
+SSH_PACKAGES = ("dropbear-bin", "libtomcrypt1", "libtommath1")
+SSH_BINARIES = ("/usr/sbin/dropbear", "/usr/bin/dropbearkey")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class GuestInputs:
     busybox_version: str
     init_sha: str
     modules: tuple[str, ...]
+    ssh_packages: tuple[str, ...] = ()  # "name=version" of SSH_PACKAGES
 
     @property
     def key(self) -> str:
@@ -99,8 +104,9 @@ def resolve_inputs(cache_dir: Path | None = None) -> GuestInputs:
         if doc["fingerprint"] == fingerprint:
             fields = dict(doc["inputs"])
             fields["modules"] = tuple(fields["modules"])
+            fields["ssh_packages"] = tuple(fields["ssh_packages"])
             inputs = GuestInputs(**fields)
-            if inputs.modules == MODULES:
+            if inputs.modules == MODULES and [p.split("=")[0] for p in inputs.ssh_packages] == list(SSH_PACKAGES):
                 return inputs
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -125,6 +131,7 @@ def _resolve_inputs() -> GuestInputs:
         busybox_version=_installed_version("busybox-static"),
         init_sha=hashlib.sha256(init_script()).hexdigest(),
         modules=MODULES,
+        ssh_packages=tuple(f"{p}={_candidate_version(p)}" for p in SSH_PACKAGES),
     )
 
 
@@ -171,12 +178,20 @@ def _module_order(kroot: Path, release: str) -> list[tuple[str, str]]:
     return order
 
 
-def _copy_with_libs(binary: Path, dest_path: str, stage: Path) -> None:
-    """Copy a dynamically linked binary and every library ldd lists into the stage."""
+def _copy_with_libs(binary: Path, dest_path: str, stage: Path, sysroot: Path | None = None) -> None:
+    """Copy a dynamically linked binary and every library ldd lists into the stage.
+
+    With ``sysroot`` (packages unpacked with dpkg-deb -x), libraries are looked up there first and
+    keep their path relative to it in the guest.
+    """
     target = stage / dest_path.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(binary, target)
-    out = run(["ldd", binary], timeout=60).stdout
+    env = None
+    if sysroot is not None:
+        libdirs = [sysroot.resolve() / d for d in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")]
+        env = {**os.environ, "LD_LIBRARY_PATH": ":".join(str(d) for d in libdirs)}
+    out = run(["ldd", binary], timeout=60, env=env).stdout
     missing = [line.split()[0] for line in out.splitlines() if "not found" in line]
     if missing:
         raise CommandError(f"{binary} needs libraries this host lacks: {', '.join(missing)}; "
@@ -186,7 +201,10 @@ def _copy_with_libs(binary: Path, dest_path: str, stage: Path) -> None:
         if not match:
             continue
         lib = match.group(1)
-        lib_target = stage / lib.lstrip("/")
+        guest_lib = lib
+        if sysroot is not None and Path(lib).is_relative_to(sysroot.resolve()):
+            guest_lib = "/" + str(Path(lib).relative_to(sysroot.resolve()))
+        lib_target = stage / guest_lib.lstrip("/")
         if lib_target.exists():
             continue
         lib_target.parent.mkdir(parents=True, exist_ok=True)
@@ -225,6 +243,15 @@ def build(paths: LabPaths, inputs: GuestInputs) -> Guest:
         for binary in GUEST_BINARIES:
             _copy_with_libs(Path(binary), binary, stage)
         _copy_with_libs(aroot / "usr/sbin/qemu-ga", "/usr/sbin/qemu-ga", stage)
+        sroot = work / "ssh"
+        for pin in inputs.ssh_packages:
+            name, version = pin.split("=", 1)
+            run(["dpkg-deb", "-x", _download(paths, name, version), sroot], timeout=120)
+        for binary in SSH_BINARIES:
+            _copy_with_libs(sroot / binary.lstrip("/"), binary, stage, sysroot=sroot)
+        (stage / "etc/shells").write_text("/bin/sh\n")
+        (stage / "etc/dropbear").mkdir(parents=True)
+        (stage / "root").chmod(0o700)
         init = stage / "init"
         init.write_bytes(init_script())
         init.chmod(0o755)
@@ -242,7 +269,7 @@ def build(paths: LabPaths, inputs: GuestInputs) -> Guest:
             raise CommandError(f"find | cpio | gzip into {initrd} failed with exit codes {codes}")
         shutil.copy2(vmlinuz, work / "vmlinuz")
         (work / "inputs.json").write_text(json.dumps(inputs.__dict__, indent=2, default=list) + "\n")
-        for name in ("kernel", "agent", "stage"):
+        for name in ("kernel", "agent", "ssh", "stage"):
             shutil.rmtree(work / name)
         for f in work.iterdir():
             f.chmod(0o644)

@@ -13,8 +13,20 @@ import libvirt
 import libvirt_qemu
 
 from pytest_kvmio.cli import CommandError
-from pytest_kvmio.lab import accel, daemons, guest, images, lock, manifest, preflight, sshd, topology, xmlgen
-from pytest_kvmio.lab.paths import DOMAIN_PREFIX, LIBVIRT_URI, LabPaths, ssh_port
+from pytest_kvmio.lab import (
+    accel,
+    daemons,
+    guest,
+    guestssh,
+    images,
+    lock,
+    manifest,
+    preflight,
+    sshd,
+    topology,
+    xmlgen,
+)
+from pytest_kvmio.lab.paths import DOMAIN_PREFIX, LIBVIRT_URI, LabPaths, guest_ssh_port, ssh_port
 from pytest_kvmio.lab.progress import Progress
 from pytest_kvmio.lab.shell import tail
 
@@ -48,7 +60,9 @@ def _remove_domain(dom: libvirt.virDomain) -> None:
     dom.undefine()
 
 
-def _define(conn: libvirt.virConnect, paths: LabPaths, boot: xmlgen.GuestBoot) -> tuple[dict[str, str], list[str]]:
+def _define(
+    conn: libvirt.virConnect, paths: LabPaths, boot: xmlgen.GuestBoot, guest_ports: dict[str, int]
+) -> tuple[dict[str, str], list[str]]:
     """Define every lab domain whose XML changed; return (xml paths, names (re)defined)."""
     paths.xml.mkdir(parents=True, exist_ok=True)
     paths.logs.mkdir(parents=True, exist_ok=True)
@@ -58,7 +72,7 @@ def _define(conn: libvirt.virConnect, paths: LabPaths, boot: xmlgen.GuestBoot) -
         if dom.name() not in wanted:  # left over from an older topology
             _remove_domain(dom)
     for spec in topology.DOMAINS:
-        xml = xmlgen.render(spec, boot, paths.images, paths.console_log(spec.name))
+        xml = xmlgen.render(spec, boot, paths.images, paths.console_log(spec.name), guest_ports.get(spec.name))
         path = paths.xml / f"{spec.name}.xml"
         path.write_text(xml)
         xml_paths[spec.name] = str(path)
@@ -82,11 +96,16 @@ def _undefine_changed(conn: libvirt.virConnect, names: list[str]) -> None:
             _remove_domain(dom)
 
 
-def _boot(conn: libvirt.virConnect, paths: LabPaths, progress: Progress, started: list[str]) -> None:
+def _boot(conn: libvirt.virConnect, paths: LabPaths, progress: Progress, started: list[str],
+          guest_ports: dict[str, int]) -> None:
     """Start the running domains and wait until every guest agent answers."""
     for spec in topology.DOMAINS:
         dom = conn.lookupByName(spec.name)
         if spec.running and not dom.isActive():
+            port = guest_ports.get(spec.name)
+            if port is not None and guestssh.port_in_use(port):
+                raise CommandError(f"{spec.name}: 127.0.0.1:{port} (its SSH port forward) is taken by another "
+                                   "process; set KVMIO_LAB_GUEST_SSH_PORT to a free port")
             paths.console_log(spec.name).unlink(missing_ok=True)
             try:
                 dom.create()
@@ -133,6 +152,10 @@ def up(args: Any) -> int:
 
 def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
     port = ssh_port()
+    guest_port = guest_ssh_port()
+    guest_ports = guestssh.ports(guest_port)
+    if port in guest_ports.values():
+        raise CommandError(f"KVMIO_LAB_SSH_PORT and KVMIO_LAB_GUEST_SSH_PORT both use {port}; pick two ports")
     with progress.step("preflight"):
         preflight.check()
         for d in (paths.root, paths.cache):
@@ -173,7 +196,7 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
         info.note = f"{len(new)} created, {len(kept)} kept"
     changed: list[str] = []
     with progress.step("define", cleanup=lambda: _undefine_changed(conn, changed)) as info:
-        xml_paths, redefined = _define(conn, paths, boot)
+        xml_paths, redefined = _define(conn, paths, boot, guest_ports)
         changed.extend(redefined)
         info.note = f"{len(redefined)} (re)defined, {len(topology.DOMAINS) - len(redefined)} up to date"
     started: list[str] = []
@@ -185,7 +208,7 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
                 dom.destroy()
 
     with progress.step("boot", cleanup=stop_started) as info:
-        _boot(conn, paths, progress, started)
+        _boot(conn, paths, progress, started, guest_ports)
         info.note = f"{len(started)} started" if started else "all guests already answering"
     offline: dict[str, topology.DomainSpec] = {}
     with progress.step("offline-xml") as info:
@@ -203,11 +226,14 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
             sshd.stop(paths)
 
     with progress.step("sshd", cleanup=stop_new_sshd) as info:
-        ssh, sshd_started = sshd.ensure(paths, port)
+        ssh, sshd_started = sshd.ensure(paths, port, guestssh.config_block(sshd.SshFiles(paths), guest_port))
         info.note = f"started on 127.0.0.1:{port}" if sshd_started else f"already running on 127.0.0.1:{port}"
+    with progress.step("guest-ssh") as info:
+        guest_ssh = guestssh.ensure(conn, sshd.SshFiles(paths), guest_port)
+        info.note = ", ".join(f"{name} on 127.0.0.1:{p}" for name, p in guest_ssh["ports"].items())
     with progress.step("manifest") as info:
         doc = manifest.build(topology.DOMAINS, offline, xml_paths, _host_cpus(), ssh,
-                             accel.accel_name(domain_type), LIBVIRT_URI)
+                             accel.accel_name(domain_type), LIBVIRT_URI, guest_ssh=guest_ssh)
         tmp = paths.manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(paths.manifest)
@@ -317,6 +343,10 @@ def status(args: Any) -> int:
         print(f"sshd:      {'pid ' + str(pid) if pid else 'NOT RUNNING'}")
         print(f"  --host={doc['ssh']['host_spec']}")
         print(f"  libvirt: {doc['ssh']['libvirt_uri']}")
+    if doc.get("guest_ssh"):
+        ports = ", ".join(f"{n} 127.0.0.1:{p}" for n, p in doc["guest_ssh"].get("ports", {}).items())
+        print(f"guest ssh: {ports}")
+        print(f"  --guest={doc['guest_ssh']['spec']}")
     if doc.get("offline_xml"):
         print("offline XML:")
         for path in doc["offline_xml"]:

@@ -142,6 +142,7 @@ def build(
     ssh: dict[str, str],
     accel: str,
     libvirt_uri: str,
+    guest_ssh: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the manifest document (see README-lab.md for the format)."""
     return {
@@ -164,6 +165,7 @@ def build(
             for path, dom in offline.items()
         },
         "ssh": ssh,
+        "guest_ssh": guest_ssh,
         "libvirt_uri": libvirt_uri,
         "accel": accel,
     }

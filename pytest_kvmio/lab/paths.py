@@ -8,6 +8,7 @@ from pathlib import Path
 
 DEFAULT_DIR = "/var/lib/kvmio-lab"
 DEFAULT_SSH_PORT = 2222
+DEFAULT_GUEST_SSH_PORT = 2223
 LIBVIRT_URI = "qemu:///system"
 DOMAIN_PREFIX = "kvmio-lab-"
 
@@ -66,9 +67,18 @@ class LabPaths:
 
 def ssh_port() -> int:
     """Return the loopback sshd port from $KVMIO_LAB_SSH_PORT, else 2222."""
-    raw = os.environ.get("KVMIO_LAB_SSH_PORT", "")
+    return _port_from_env("KVMIO_LAB_SSH_PORT", DEFAULT_SSH_PORT)
+
+
+def guest_ssh_port() -> int:
+    """Return the loopback port forwarded to the SSH-enabled guest's :22 ($KVMIO_LAB_GUEST_SSH_PORT, else 2223)."""
+    return _port_from_env("KVMIO_LAB_GUEST_SSH_PORT", DEFAULT_GUEST_SSH_PORT)
+
+
+def _port_from_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
     if not raw:
-        return DEFAULT_SSH_PORT
+        return default
     try:
         port = int(raw)
     except ValueError:
@@ -76,5 +86,5 @@ def ssh_port() -> int:
     if not 0 < port < 65536:
         from pytest_kvmio.cli import CommandError
 
-        raise CommandError(f"KVMIO_LAB_SSH_PORT={raw!r}: expected a TCP port number (1-65535)")
+        raise CommandError(f"{name}={raw!r}: expected a TCP port number (1-65535)")
     return port

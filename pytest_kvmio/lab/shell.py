@@ -17,12 +17,13 @@ def run(
     cwd: Path | None = None,
     check: bool = True,
     input: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv (no shell); raise CommandError naming the command on failure or timeout."""
     args = [str(a) for a in argv]
     try:
         proc = subprocess.run(
-            args, cwd=cwd, capture_output=True, text=True, timeout=timeout, input=input, check=False
+            args, cwd=cwd, capture_output=True, text=True, timeout=timeout, input=input, check=False, env=env
         )
     except subprocess.TimeoutExpired as exc:
         raise CommandError(f"`{shlex.join(args)}` did not finish within {timeout:.0f}s") from exc

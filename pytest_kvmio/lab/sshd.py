@@ -90,8 +90,11 @@ def specs(files: SshFiles, port: int) -> dict[str, str]:
     }
 
 
-def ensure(paths: LabPaths, port: int) -> tuple[dict[str, str], bool]:
-    """Make keys and configs, start sshd if not running; return (specs, started)."""
+def ensure(paths: LabPaths, port: int, extra_config: str = "") -> tuple[dict[str, str], bool]:
+    """Make keys and configs, start sshd if not running; return (specs, started).
+
+    ``extra_config`` (more `Host` blocks, e.g. the lab guests') is appended to ssh_config.
+    """
     files = SshFiles(paths)
     files.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _keygen(files.host_key, "kvmio-lab-hostkey")
@@ -107,7 +110,7 @@ def ensure(paths: LabPaths, port: int) -> tuple[dict[str, str], bool]:
     files.ssh_config.write_text(
         f"Host {HOST}\n  Port {port}\n  User root\n  IdentityFile {files.client_key}\n  IdentitiesOnly yes\n"
         f"  UserKnownHostsFile {files.known_hosts}\n  StrictHostKeyChecking yes\n  BatchMode yes\n"
-        "  LogLevel ERROR\n"
+        "  LogLevel ERROR\n" + extra_config
     )
     _authorize(files.client_key.with_suffix(".pub").read_text().strip())
     started = False

@@ -75,6 +75,9 @@ class DomainSpec:
     scsi: ScsiController | None = None
     machine: str = MACHINE
     offline_file: str | None = None  # set: written to offline/, never defined in libvirt
+    # True: a user-mode NIC (restrict=on: no traffic out of QEMU) whose only way in is a host port
+    # forward on 127.0.0.1 to the guest's dropbear on :22, for the SSH guest transport
+    ssh: bool = False
 
     def controller_of(self, disk: DiskSpec) -> ScsiController | None:
         return self.scsi if disk.bus == "scsi" else None
@@ -106,7 +109,9 @@ def _compliant(target: str, image: ImageSpec, serial: str) -> DiskSpec:
 DOMAINS: tuple[DomainSpec, ...] = (
     DomainSpec(
         name="kvmio-lab-good",
-        purpose="compliant: io_uring, cache none, raw preallocated, pinned iothread, queues = vCPUs",
+        purpose="compliant: io_uring, cache none, raw preallocated, pinned iothread, queues = vCPUs; "
+        "reachable over SSH on a loopback port forward",
+        ssh=True,
         vcpupin={0: "0", 1: "0"},
         iothreads=1,
         iothreadpin={1: "1"},

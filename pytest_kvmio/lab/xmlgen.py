@@ -11,7 +11,13 @@ from lxml import etree
 from pytest_kvmio.lab.topology import MEMORY_MIB, DiskSpec, DomainSpec
 
 METADATA_NS = "https://pytest-kvmio.invalid/lab"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
+NETDEV_ID = "kvmionet0"
+FORWARD_HOST = "127.0.0.1"
+# A fixed root-bus slot libvirt leaves alone (it fills slots from 0x01 up with root ports; 0x1f is
+# the ICH9 LPC/SATA). Without an address QEMU takes slot 1 before libvirt's pcie-root-port gets it.
+NIC_PCI_SLOT = "0x10"
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,27 @@ def _disk(devices: etree._Element, disk: DiskSpec, image_dir: Path) -> None:
         _sub(el, "address", type="drive", controller="0", bus="0", target="0", unit=unit)
 
 
-def render(dom: DomainSpec, boot: GuestBoot, image_dir: Path, console_log: Path) -> str:
-    """Return the domain XML, with a content hash in <metadata> for idempotent `lab up`."""
-    root = etree.Element("domain", type=boot.domain_type)
+def qemu_net_args(ssh_port: int, machine: str = "q35") -> list[str]:
+    """Return QEMU arguments for a user-mode NIC whose only way in is 127.0.0.1:ssh_port -> guest :22.
+
+    libvirt 9.0 forwards ports of <interface type='user'> only with the passt backend (not
+    installed here) and cannot say restrict=on, hence <qemu:commandline>. restrict=on isolates the
+    guest: it reaches nothing outside QEMU, not even the host; only the forward comes in.
+    """
+    netdev = f"user,id={NETDEV_ID},restrict=on,hostfwd=tcp:{FORWARD_HOST}:{ssh_port}-:22"
+    bus = "pcie.0" if "q35" in machine else "pci.0"
+    device = f"virtio-net-pci,netdev={NETDEV_ID},bus={bus},addr={NIC_PCI_SLOT},romfile="  # no iPXE ROM needed
+    return ["-netdev", netdev, "-device", device]
+
+
+def render(dom: DomainSpec, boot: GuestBoot, image_dir: Path, console_log: Path, ssh_port: int | None = None) -> str:
+    """Return the domain XML, with a content hash in <metadata> for idempotent `lab up`.
+
+    A domain with ``dom.ssh`` gets the NIC of :func:`qemu_net_args` (``ssh_port`` is required then).
+    """
+    if dom.ssh and ssh_port is None:
+        raise ValueError(f"{dom.name}: an SSH-enabled domain needs ssh_port")
+    root = etree.Element("domain", type=boot.domain_type, nsmap={"qemu": QEMU_NS} if dom.ssh else None)
     _sub(root, "name", dom.name)
     _sub(root, "title", "kvmio lab domain")
     _sub(root, "description", dom.purpose)
@@ -103,6 +127,11 @@ def render(dom: DomainSpec, boot: GuestBoot, image_dir: Path, console_log: Path)
     channel = _sub(devices, "channel", type="unix")
     _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
     _sub(devices, "memballoon", model="none")
+    if dom.ssh:
+        assert ssh_port is not None
+        qemu_cmd = etree.SubElement(root, f"{{{QEMU_NS}}}commandline")
+        for arg in qemu_net_args(ssh_port, dom.machine):
+            etree.SubElement(qemu_cmd, f"{{{QEMU_NS}}}arg", value=arg)
     body = etree.tostring(root, pretty_print=True, encoding="unicode")
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     meta = etree.Element("metadata")
