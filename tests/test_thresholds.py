@@ -37,12 +37,12 @@ def test_shipped_thresholds_load_and_cover_every_class_and_profile() -> None:
     assert thresholds.baselines, "an example baseline is shipped"
 
 
-def test_shipped_lab_disks_belong_to_lab_tcg_with_loose_limits() -> None:
+def test_shipped_lab_scratch_disks_belong_to_lab_tcg_with_loose_limits() -> None:
     thresholds = load_thresholds(REPO / "thresholds")
     by_serial = thresholds.class_for("local/anything/vdc", "kvmio-scratch-0")
-    by_domain = thresholds.class_for("local/kvmio-lab-good/vda", None)
     assert by_serial is not None and by_serial.name == "lab-tcg"
-    assert by_domain is not None and by_domain.name == "lab-tcg"
+    # The lab's other disks carry seeded misconfigurations, not performance questions.
+    assert thresholds.class_for("local/kvmio-lab-good/vdb", "kvmio-good-data") is None
     floor = thresholds.limits("lab-tcg", "randread-4k-qd32x4")["iops"].floor
     assert floor is not None and floor <= 5000  # TCG guests manage ~5-25k IOPS
     # The example baseline must not apply to the lab, or a lab run would compare against made-up numbers.
