@@ -270,7 +270,7 @@ def build(paths: LabPaths, inputs: GuestInputs) -> Guest:
         shutil.copy2(vmlinuz, work / "vmlinuz")
         (work / "inputs.json").write_text(json.dumps(inputs.__dict__, indent=2, default=list) + "\n")
         for name in ("kernel", "agent", "ssh", "stage"):
-            shutil.rmtree(work / name)
+            shutil.rmtree(work / name, ignore_errors=True)
         for f in work.iterdir():
             f.chmod(0o644)
         work.chmod(0o755)
