@@ -9,7 +9,7 @@ kvmio lab up
 out=${KVMIO_OUT:-kvmio-out}
 set +e
 KVMIO_HOST=local KVMIO_OUT="$out" \
-  KVMIO_PYTEST_ARGS="--domain=kvmio-lab-* ${KVMIO_MAIN_ARGS:-}" \
+  KVMIO_PYTEST_ARGS="--domain=kvmio-lab-* ${KVMIO_MAIN_ARGS:---fio-runtime 3 --fio-ramp-time 1}" \
   bash ci/kvmio-gate.sh
 status=$?
 set -e
