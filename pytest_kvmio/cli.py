@@ -48,4 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, so that CommandError raised by subcommands (imported from
+    # pytest_kvmio.cli) is the class caught here, not a second copy defined in __main__.
+    from pytest_kvmio.cli import main as _main
+
+    sys.exit(_main())

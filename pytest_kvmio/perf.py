@@ -40,7 +40,6 @@ import pytest
 from pytest_kvmio.fio import FioError, FioMetrics, FioReport, read_fio
 from pytest_kvmio.perfgate import Decision, Outcome, format_value
 from pytest_kvmio.thresholds import (
-    DEFAULT_MAX_SPREAD,
     METRIC_DIRECTIONS,
     Limit,
     Profile,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +50,36 @@ def xml_dir(pytester: pytest.Pytester) -> Path:
     directory = pytester.path / "domains"
     directory.mkdir()
     return directory
+
+
+LAB_UP_TIMEOUT = 1500
+
+
+def kvmio(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """Run the `kvmio` command of this checkout."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from pytest_kvmio.cli import main; sys.exit(main())", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def lab() -> dict[str, Any]:
+    """Bring the lab up once per session (idempotent: seconds when it runs) and return its status.
+
+    Tests marked `lab` get it automatically, so they run whatever their order; KVMIO_NO_LAB=1 skips
+    them instead (for a machine that can't host guests), which then says so in the summary.
+    """
+    if os.environ.get("KVMIO_NO_LAB") == "1":
+        pytest.skip("KVMIO_NO_LAB=1: lab tests not run")
+    up = kvmio("lab", "up", timeout=LAB_UP_TIMEOUT)
+    assert up.returncode == 0, f"kvmio lab up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+    status = kvmio("lab", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)
+
+
+@pytest.fixture(autouse=True)
+def _lab_for_lab_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("lab") is not None:
+        request.getfixturevalue("lab")

@@ -1,7 +1,6 @@
 """Integration tests of the guest transport and disk mapping against the running kvmio lab.
 
-Needs `kvmio lab up` (running kvmio-lab-* domains on qemu:///system whose qemu-ga answers);
-skips with the reason otherwise. Select with `-m lab`.
+The `lab` fixture (tests/conftest.py) brings the lab up first. Select with `-m lab`.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ def lab_disks(xml: str) -> list[DiskRef]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[list[tuple[Any, GuestHost]]]:
+def lab_guests(lab: dict[str, Any]) -> Iterator[list[tuple[Any, GuestHost]]]:
     """Yield (virDomain, GuestHost) for every running lab domain whose agent answers."""
     libvirt = pytest.importorskip("libvirt")
     libvirt.registerErrorHandler(lambda *a: None, None)
@@ -55,16 +54,14 @@ def lab() -> Iterator[list[tuple[Any, GuestHost]]]:
     except libvirt.libvirtError as exc:
         pytest.skip(f"{URI}: {exc}")
     doms = [d for d in conn.listAllDomains() if d.name().startswith(PREFIX)]
-    if not doms:
-        pytest.skip(f"no {PREFIX}* domain on {URI}; run `kvmio lab up`")
+    assert doms, f"no {PREFIX}* domain on {URI} after `kvmio lab up`"
     found, why = [], []
     for dom in sorted(doms, key=lambda d: d.name()):
         try:
             found.append((dom, agent_host(dom, agent_timeout=20, command_timeout=120)))
         except GuestUnavailable as exc:
             why.append(str(exc))
-    if not found:
-        pytest.skip("no lab guest answers: " + "; ".join(why))
+    assert found, "no lab guest answers after `kvmio lab up`: " + "; ".join(why)
     yield found
     for _, guest in found:
         guest.backend.agent.close()  # type: ignore[attr-defined]
@@ -72,9 +69,9 @@ def lab() -> Iterator[list[tuple[Any, GuestHost]]]:
 
 
 @pytest.fixture(scope="module")
-def guest(lab: list[tuple[Any, GuestHost]]) -> GuestHost:
+def guest(lab_guests: list[tuple[Any, GuestHost]]) -> GuestHost:
     """Return the first lab guest that answers."""
-    return lab[0][1]
+    return lab_guests[0][1]
 
 
 def test_proc_version(guest: GuestHost) -> None:
@@ -118,9 +115,9 @@ def test_command_timeout_kills_the_command_and_its_children(guest: GuestHost) ->
     assert not left, left
 
 
-def test_disks_map_by_serial(lab: list[tuple[Any, GuestHost]]) -> None:
+def test_disks_map_by_serial(lab_guests: list[tuple[Any, GuestHost]]) -> None:
     seen_scratch = False
-    for dom, guest in lab:
+    for dom, guest in lab_guests:
         disks = lab_disks(dom.XMLDesc(0))
         mapping = map_guest_disks(guest, disks)
         for disk in disks:
@@ -136,8 +133,8 @@ def test_disks_map_by_serial(lab: list[tuple[Any, GuestHost]]) -> None:
     assert seen_scratch, "no kvmio-scratch* disk in any lab domain"
 
 
-def test_request_interrupts_increase_under_reads(lab: list[tuple[Any, GuestHost]]) -> None:
-    for dom, guest in lab:
+def test_request_interrupts_increase_under_reads(lab_guests: list[tuple[Any, GuestHost]]) -> None:
+    for dom, guest in lab_guests:
         mapping = map_guest_disks(guest, lab_disks(dom.XMLDesc(0)))
         virtio = [m for m in mapping.values() if isinstance(m, GuestDisk) and m.virtio and m.device.startswith("vd")]
         if not virtio:
@@ -202,9 +199,9 @@ def loopback_sshd(tmp_path: Path) -> Iterator[Path]:
         proc.wait(10)
 
 
-def test_ssh_transport_reaches_an_sshd(lab: list[tuple[Any, GuestHost]], loopback_sshd: Path) -> None:
+def test_ssh_transport_reaches_an_sshd(lab_guests: list[tuple[Any, GuestHost]], loopback_sshd: Path) -> None:
     """Exercise the SSH path of guest_host for real; the target is the host's loopback sshd, not the guest."""
-    dom = lab[0][0]
+    dom = lab_guests[0][0]
     host = guest_host(f"ssh://root@127.0.0.1?ssh_config={loopback_sshd}", dom, URI)
     assert host.backend.get_connection_type() == "ssh"
     assert host.check_output("echo %s", dom.name()) == dom.name()

@@ -10,11 +10,8 @@ not to the hypervisor's own sshd.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,34 +20,18 @@ from tests.conftest import SUITES
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
-LAB_UP_TIMEOUT = 1500
 URI = "qemu:///system"
 GOOD = "kvmio-lab-good"
 GUEST_RULES = ("guest-scheduler-none", "guest-queues-active", "guest-irq-spread")
 AUTH_OK = re.compile(r"Pubkey auth succeeded for 'root'")
 
 
-def _kvmio(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from pytest_kvmio.cli import main; sys.exit(main())", *args],
-        capture_output=True, text=True, timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="module")
-def lab() -> dict[str, Any]:
-    """Skip unless the lab has been brought up here; then `kvmio lab up` (idempotent) and return its status."""
-    state = Path(os.environ.get("KVMIO_LAB_DIR") or "/var/lib/kvmio-lab")
-    if not (state / "manifest.json").is_file():
-        pytest.skip(f"the kvmio lab is not up ({state}/manifest.json missing); run `kvmio lab up`")
-    up = _kvmio("lab", "up", timeout=LAB_UP_TIMEOUT)
-    assert up.returncode == 0, f"kvmio lab up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
-    status = _kvmio("lab", "status", "--json")
-    assert status.returncode == 0, status.stderr
-    doc: dict[str, Any] = json.loads(status.stdout)
-    assert doc.get("guest_ssh"), "kvmio lab status --json has no guest_ssh entry"
-    assert doc["guest_ssh"]["domains"] == [GOOD]
-    return doc
+def lab(lab: dict[str, Any]) -> dict[str, Any]:
+    """The lab's status (conftest brings it up), which must offer SSH into the good guest."""
+    assert lab.get("guest_ssh"), "kvmio lab status --json has no guest_ssh entry"
+    assert lab["guest_ssh"]["domains"] == [GOOD]
+    return lab
 
 
 @pytest.fixture(scope="module")

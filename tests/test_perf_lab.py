@@ -1,6 +1,6 @@
 """The perf suite against the running kvmio lab: safety refusal, baseline → throttle → fail → pass.
 
-Needs `kvmio lab up` (kvmio-lab-good running on qemu:///system); skips with the reason otherwise.
+The `lab` fixture (tests/conftest.py) brings the lab up first.
 TCG guests on a shared 2-core host are noisy (runs of one profile spread 30-70 %), so baselines here
 are recorded with a 35 % tolerance; a throttle to half the baseline IOPS is still far outside it.
 """
@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,12 +36,9 @@ def virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def lab_running() -> None:
-    if shutil.which("virsh") is None:
-        pytest.skip("virsh not installed")
+def lab_running(lab: dict[str, Any]) -> None:
     state = virsh("domstate", DOMAIN, check=False)
-    if state.returncode != 0 or state.stdout.strip() != "running":
-        pytest.skip(f"{DOMAIN} is not running on {URI} ({(state.stdout + state.stderr).strip()}); run `kvmio lab up`")
+    assert state.stdout.strip() == "running", f"{DOMAIN} is not running after `kvmio lab up`: {state.stderr.strip()}"
 
 
 @pytest.fixture
@@ -108,7 +106,7 @@ def test_unchanged_runs_raise_no_false_alarm(workdir):
     )
     outcomes = []
     for _ in range(runs):
-        result = suite(workdir, *select, "--kvmio-json", "v.json")
+        suite(workdir, *select, "--kvmio-json", "v.json")
         verdicts = json.loads((workdir / "v.json").read_text())["verdicts"]
         outcomes.append([v["outcome"] for v in verdicts if v["rule"] == "perf-baseline"][0])
     print(f"false alarms: {outcomes.count('failed')} of {runs} unchanged runs; outcomes {outcomes}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -16,26 +15,6 @@ import pytest
 from tests.conftest import SUITES
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
-
-LAB_UP_TIMEOUT = 1500
-
-
-def _kvmio(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from pytest_kvmio.cli import main; sys.exit(main())", *args],
-        capture_output=True, text=True, timeout=timeout,
-    )
-
-
-@pytest.fixture(scope="session")
-def lab() -> dict[str, Any]:
-    """Bring the lab up (idempotent: seconds when it already runs) and return its status."""
-    up = _kvmio("lab", "up", timeout=LAB_UP_TIMEOUT)
-    assert up.returncode == 0, f"kvmio lab up failed:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
-    status = _kvmio("lab", "status", "--json")
-    assert status.returncode == 0, status.stderr
-    return json.loads(status.stdout)
-
 
 def _expected(manifest: dict[str, Any]) -> set[tuple[str, str]]:
     found = set()
