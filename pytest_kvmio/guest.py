@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import testinfra
+import testinfra.backend
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
@@ -503,4 +504,22 @@ def guest_host(
             raise GuestUnavailable(domain.name(), NOT_RUNNING)
         values["address"] = domain_address(domain)
     spec = _FIELD.sub(lambda m: values[m.group(1)], spec_template)
-    return testinfra.get_host(spec)
+    timeout = float(options.get("command_timeout", DEFAULT_COMMAND_TIMEOUT))
+    return TimedHost(testinfra.backend.get_backend(spec), timeout)
+
+
+class TimedHost(GuestHost):
+    """A guest Host over a transport without command timeouts (SSH): every command runs under `timeout`.
+
+    `run(..., timeout=S)` sets the bound of one command; the default is the host's. A command that
+    runs too long is killed in the guest (exit 137), so a hung guest command never hangs the suite.
+    """
+
+    def __init__(self, backend: BaseBackend, command_timeout: float = DEFAULT_COMMAND_TIMEOUT) -> None:
+        super().__init__(backend)
+        self.command_timeout = command_timeout
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:  # type: ignore[override]
+        limit = kwargs.pop("timeout", None) or self.command_timeout
+        inner = self.backend.quote(command, *args)
+        return super().run("timeout -s KILL %s /bin/sh -c %s", str(max(1, int(limit))), inner, **kwargs)

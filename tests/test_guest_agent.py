@@ -501,3 +501,16 @@ def test_lab_interrupts_blk_and_scsi_request_queues():
     scsi = parse_interrupts(text, "virtio0")
     assert list(scsi.per_irq) == ["41 virtio0-request", "42 virtio0-request"]  # control/event excluded
     assert parse_interrupts(text, "virtio1").per_irq == {}  # the console's shared vector is not a disk
+
+
+def test_ssh_style_guest_commands_are_bounded_and_quoted() -> None:
+    import testinfra.backend
+
+    from pytest_kvmio.guest import TimedHost
+
+    # local:// stands in for the SSH backend: both run a shell command line without a timeout of their own.
+    host = TimedHost(testinfra.backend.get_backend("local://"), command_timeout=1)
+    hung = host.run("echo %s; sleep 30", "it's here")
+    assert hung.rc == 137 and hung.stdout == "it's here\n"  # killed after 1 s, output kept
+    assert host.run("sleep 2; echo done", timeout=10).stdout == "done\n"  # per-command bound
+    assert host.file("/proc/version").exists  # testinfra modules go through the same run()
