@@ -55,11 +55,11 @@ def xml_dir(pytester: pytest.Pytester) -> Path:
 LAB_UP_TIMEOUT = 1500
 
 
-def kvmio(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    """Run the `kvmio` command of this checkout."""
+def kvmio(*args: str, timeout: int = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `kvmio` command of this checkout (`env`: extra environment variables)."""
     return subprocess.run(
         [sys.executable, "-c", "import sys; from pytest_kvmio.cli import main; sys.exit(main())", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
 
 
