@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio import markers
+from pytest_kvmio import cpucost, markers
 from pytest_kvmio.connection import ansible_host_specs, parse_host_spec
 from pytest_kvmio.domain import DomainXMLError, load_domain_files
 from pytest_kvmio.facts import assumed_facts
@@ -244,3 +244,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("kvmio verdicts")
     for line in lines:
         terminalreporter.write_line(line)
+    costs = cpucost.format_table(cpucost.cpu_costs(verdicts))
+    if costs:
+        terminalreporter.section("kvmio host CPU per I/O")
+        for line in costs:
+            terminalreporter.write_line(line)

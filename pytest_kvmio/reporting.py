@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from pytest_kvmio import cpucost
 from pytest_kvmio.gate import Gate, describe_hosts, fail_inconclusive, item_outcome
 from pytest_kvmio.verdicts import PROP_OUTCOME, write_json
 from pytest_kvmio.waivers import WaiverPlugin, resolve
@@ -125,6 +126,7 @@ class ReportingPlugin:
         write_json(path, verdicts, hosts, {
             "exitstatus": self.gate.exitstatus,
             "gate": self.gate.as_dict(),
+            "host_cpu_per_io": cpucost.by_io_mode(cpucost.cpu_costs(verdicts)),
             "waivers": self.waivers.summary() if self.waivers is not None
             else {"file": None, "applied": [], "expired": [], "unmatched": []},
         })
