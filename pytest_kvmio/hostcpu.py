@@ -78,8 +78,6 @@ def parse_sample(output: str) -> CpuSample:
     """Parse the output of sample_script."""
     tck, pid, total = 100, None, None
     threads: dict[str, float] = {}
-    lines = dict.fromkeys(())
-    del lines
     for line in output.splitlines():
         key, _, value = line.partition("=")
         if key == "tck" and value.strip().isdigit():

@@ -91,9 +91,10 @@ def _combine(entries: list[FioMetrics], direction: str) -> FioMetrics:
     ios = [e.total_ios or 0 for e in entries]
     weights = sum(ios)
     means = [e.lat_mean_us for e in entries]
+    known = [m for m in means if m is not None]
     mean = (
-        sum(m * n for m, n in zip(means, ios)) / weights  # type: ignore[operator]
-        if weights and all(m is not None for m in means) else None
+        sum(m * n for m, n in zip(known, ios)) / weights
+        if weights and len(known) == len(means) else None
     )
 
     def worst(name: str) -> float | None:
