@@ -8,6 +8,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients   # the hypervisor
   libvirt-dev pkg-config gcc python3-dev                              # build libvirt-python
   fio busybox-static cpio kmod                                        # the lab guest
+  e2fsprogs dosfstools                                                # filesystems the scratch-disk checks must refuse
   openssh-server openssh-client                                       # the remote path on loopback
   libxml2-utils                                                       # virt-xml-validate
 )
