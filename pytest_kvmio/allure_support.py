@@ -7,6 +7,10 @@ Imported only when allure-pytest is loaded and enabled (--alluredir). Grouping:
   the same rule across the whole fleet sits together.
 - Title `rule on target`; severity from the rule marker; tags: rule id and a kvmio outcome that Allure
   has no status for (waived → skipped + tag "waived"; inconclusive → tag "inconclusive").
+Allure 2 reads categories.json from the results dir and shows Suites/Behaviors from these labels. Allure 3
+ignores categories.json and groups its tree by file by default; ci/allurerc.yaml (passed by
+ci/kvmio-gate.sh) sets the same categories, the report name and a tree grouped by parentSuite → suite →
+subSuite. Keep the two in step (tests/test_allure.py checks it).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import pytest
 from pytest_kvmio.verdicts import PROP_FACTS, PROP_OUTCOME, PROP_RULE, PROP_SEVERITY, PROP_TARGET
 
 #: Allure categories; first match wins. Regexes match the whole message (Allure 2 uses Java
-#: `matches`, Allure 3 a JS RegExp), so they are wrapped in [\s\S]* rather than using (?s).
+#: `matches`), so they are wrapped in [\s\S]* rather than using (?s). Allure 3 takes its categories from
+#: ci/allurerc.yaml, where the same regexes are anchored (^(?:...)$) because JS RegExp.test searches.
 CATEGORIES = [
     {
         "name": "Unreachable host / infrastructure",
@@ -52,6 +57,8 @@ CATEGORIES = [
     {"name": "Broken rule or plugin (not a verdict)", "matchedStatuses": ["broken"]},
 ]
 LEVEL_SUITE = {"host": "host rules", "domain": "domain rules", "disk": "disk rules"}
+#: Report name: Allure 2 takes it from executor.json, Allure 3 from ci/allurerc.yaml.
+REPORT_NAME = "kvmio storage acceptance"
 
 
 def _properties_line(key: str, value: object) -> str:
@@ -68,7 +75,7 @@ def executor_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> di
             "buildName": f"{env.get('CI_PROJECT_PATH', '')} pipeline #{env.get('CI_PIPELINE_IID', '')} "
                          f"job {env.get('CI_JOB_NAME', '')}".strip(),
             "buildUrl": env.get("CI_JOB_URL") or env.get("CI_PIPELINE_URL", ""),
-            "reportName": "kvmio acceptance",
+            "reportName": REPORT_NAME,
         }
     if env.get("GITHUB_ACTIONS"):
         server, repo, run = env.get("GITHUB_SERVER_URL", "https://github.com"), env.get("GITHUB_REPOSITORY", ""), env.get("GITHUB_RUN_ID", "")
@@ -77,7 +84,7 @@ def executor_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> di
             "buildOrder": env.get("GITHUB_RUN_NUMBER"),
             "buildName": f"{env.get('GITHUB_WORKFLOW', '')} #{env.get('GITHUB_RUN_NUMBER', '')}",
             "buildUrl": f"{server}/{repo}/actions/runs/{run}" if repo and run else server,
-            "reportName": "kvmio acceptance",
+            "reportName": REPORT_NAME,
         }
     if env.get("JENKINS_URL"):
         return {
@@ -86,7 +93,7 @@ def executor_from_env(env: dict[str, str] | os._Environ[str] = os.environ) -> di
             "buildName": env.get("BUILD_TAG") or f"{env.get('JOB_NAME', '')} #{env.get('BUILD_NUMBER', '')}",
             "buildUrl": env.get("BUILD_URL", ""),
             "reportUrl": (env.get("BUILD_URL", "") + "allure/") if env.get("BUILD_URL") else None,
-            "reportName": "kvmio acceptance",
+            "reportName": REPORT_NAME,
         }
     return None
 

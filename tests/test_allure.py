@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from pytest_kvmio.allure_support import CATEGORIES, executor_from_env
-from tests.conftest import SUITES, write_domain
+from pytest_kvmio.allure_support import CATEGORIES, REPORT_NAME, executor_from_env
+from tests.conftest import REPO, SUITES, write_domain
+
+ALLURE_RC = REPO / "ci" / "allurerc.yaml"
+NODE_MODULES = REPO / ".kvmio" / "node" / "node_modules"
 
 #: A perf rule with a synthetic verdict fact (offline: no fio runs), failing below its floor.
 PERF_RULE = '''
@@ -101,7 +107,7 @@ def test_results_dir_gets_environment_executor_and_categories(pytester: pytest.P
 def _category(status: str, message: str) -> str | None:
     for category in CATEGORIES:
         regex = category.get("messageRegex")
-        if status in category["matchedStatuses"] and (regex is None or re.fullmatch(regex, message)):
+        if status in category["matchedStatuses"] and (regex is None or re.fullmatch(str(regex), message)):
             return str(category["name"])
     return None
 
@@ -122,6 +128,62 @@ def test_categories_match_the_messages_kvmio_writes(pytester: pytest.Pytester, x
     )
     assert _category("skipped", "randread-4k iops: samples 8,000 12,000 (median 10,000) straddle 10,000 with a spread "
                                 "of 40%, over the 25% that allows a verdict; rerun") == "Inconclusive measurement"
+
+
+def test_allure3_config_carries_the_same_categories_and_groups_by_our_labels() -> None:
+    config = yaml.safe_load(ALLURE_RC.read_text())
+    assert config["name"] == REPORT_NAME
+    # the tree: rule level → rule id → host, i.e. the labels _decorate sets (not the file Allure 3 defaults to)
+    assert config["plugins"]["awesome"]["options"]["groupBy"] == ["parentSuite", "suite", "subSuite"]
+    rules = config["categories"]
+    assert [r["name"] for r in rules] == [c["name"] for c in CATEGORIES]
+    for rule, category in zip(rules, CATEGORIES):
+        assert rule["matchers"]["statuses"] == category["matchedStatuses"], rule["name"]
+        expected = f"^(?:{category['messageRegex']})$" if "messageRegex" in category else None
+        assert rule["matchers"].get("message") == expected, rule["name"]
+
+
+def _allure3_categories(cases: list[tuple[str, str]]) -> tuple[str, list[str | None]]:
+    """Load ci/allurerc.yaml with the installed Allure 3 and match (status, message) cases with its own code."""
+    node = shutil.which("node")
+    if node is None or not (NODE_MODULES / "@allurereport" / "core").is_dir():
+        pytest.skip("Allure 3 (node + .kvmio/node) not installed; bash scripts/setup.sh installs it")
+    script = """
+        import { readConfig } from "@allurereport/core";
+        import { normalizeCategoriesConfig, matchCategory } from "@allurereport/core-api";
+        const config = await readConfig(process.cwd(), process.argv[1], {});
+        const categories = normalizeCategoriesConfig(config.categories);
+        const names = JSON.parse(process.argv[2]).map(([status, message]) =>
+            matchCategory(categories, { status, message, labels: [], flaky: false })?.name ?? null);
+        console.log(JSON.stringify({ name: config.name, names }));
+    """
+    proc = subprocess.run([node, "--input-type=module", "-e", script, str(ALLURE_RC), json.dumps(cases)],
+                          cwd=NODE_MODULES.parent, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    return out["name"], out["names"]
+
+
+def test_allure3_puts_each_message_in_the_same_category_as_allure2(pytester: pytest.Pytester, xml_dir) -> None:
+    _, results = allure_run(pytester, xml_dir)
+    cases = [(r["status"], r.get("statusDetails", {}).get("message", "")) for r in results_by_title(results).values()]
+    cases += [
+        ("failed", "Failed: 127.0.0.1:9: cannot run commands via ssh://nobody@127.0.0.1:9 (exit 255): Connection refused"),
+        ("broken", "hv01: cannot connect to libvirt at qemu+ssh://hv01/system: timed out"),
+        ("skipped", "randread-4k iops: samples 8,000 12,000 straddle 10,000; rerun"),
+        ("failed", "AssertionError: randread-4k iops: median 8,200\nis below baseline 12,000 by 32%"),
+        ("failed", "AssertionError: hv01: vm.swappiness is 60\nassert 60 <= 10"),
+        ("failed", "TimeoutError: AssertionError raised later"),  # Allure 2 matches from the start: no category
+        ("broken", "KeyError: 'disk'"),
+        ("skipped", "Skipped: offline/vm01/vda: io is not native"),
+        ("passed", ""),
+    ]
+    name, allure3 = _allure3_categories(cases)
+    assert name == REPORT_NAME
+    defaults = {"failed": "Product errors", "broken": "Test errors"}  # Allure's own, for what matches nothing
+    allure2 = [_category(status, message) or defaults.get(status) for status, message in cases]
+    assert allure3 == allure2, [c for c, a, b in zip(cases, allure3, allure2) if a != b]
+    assert "Configuration violation" in allure3 and "Performance regression" in allure3
 
 
 def test_a_waived_failure_is_skipped_and_tagged_in_allure(pytester: pytest.Pytester, xml_dir) -> None:
