@@ -29,7 +29,10 @@ def parse_cpuset(text: str, *, source: str = "cpuset") -> frozenset[int]:
             raise ValueError(
                 f"{source}: {raw.strip()!r} in cpuset {text!r} is not a CPU number or range like 0-3"
             ) from None
-    return frozenset(included - excluded)
+    cpus = frozenset(included - excluded)
+    if not cpus:
+        raise ValueError(f"{source}: cpuset {text!r} selects no CPU (libvirt refuses it)")
+    return cpus
 
 
 def format_cpuset(cpus: frozenset[int] | set[int]) -> str:

@@ -35,7 +35,6 @@ def disk(dom, dev):
         ("0-1,3,8", {0, 1, 3, 8}),  # what libvirt writes back for 0-3,^2,8
         ("5", {5}),
         (" 4 , 6-7 ", {4, 6, 7}),
-        ("0-3,^0-3", set()),
     ],
 )
 def test_parse_cpuset(text: str, cpus: set[int]) -> None:
@@ -46,7 +45,7 @@ def test_format_cpuset_round_trips_libvirt_normal_form() -> None:
     assert format_cpuset(parse_cpuset("0-3,^2,8")) == "0-1,3,8"
 
 
-@pytest.mark.parametrize("text", ["4-2", "a", "0,,1", "1-", "", "^"])
+@pytest.mark.parametrize("text", ["4-2", "a", "0,,1", "1-", "", "^", "0-3,^0-3"])
 def test_bad_cpuset_names_the_source_and_the_text(text: str) -> None:
     with pytest.raises(ValueError) as exc:
         parse_cpuset(text, source="tmpl.xml: <vcpupin vcpu='0'>")
