@@ -89,16 +89,23 @@ def _open_guest(target: Target, spec: str | None) -> Any:
         return f"{target.domain.id}: guest unavailable: {exc}"
 
 
+def guest_or_reason(config: pytest.Config, target: Target) -> Any:
+    """Return the target domain's guest Host, or why it can't be reached (asked once per domain)."""
+    if target.host.offline or target.domain is None:
+        return "offline lint (--domain-xml): no guest to reach; pass --host"
+    from pytest_kvmio.plugin import STATE
+
+    state = config.stash[STATE]
+    key = target.domain.id
+    if key not in state.guests:
+        state.guests[key] = _open_guest(target, config.getoption("kvmio_guest"))
+    return state.guests[key]
+
+
 @pytest.fixture
 def guest(kvmio_target: Target, request: pytest.FixtureRequest) -> Any:
     """The domain's guest as a testinfra Host: QEMU guest agent by default, SSH with --guest."""
-    if kvmio_target.host.offline or kvmio_target.domain is None:
-        pytest.skip("offline lint (--domain-xml): no guest to reach; pass --host")
-    state = _state(request)
-    key = kvmio_target.domain.id
-    if key not in state.guests:
-        state.guests[key] = _open_guest(kvmio_target, request.config.getoption("kvmio_guest"))
-    found = state.guests[key]
+    found = guest_or_reason(request.config, kvmio_target)
     if isinstance(found, str):
         pytest.skip(found)
     return found

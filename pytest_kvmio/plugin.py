@@ -181,6 +181,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     reason = markers.unmet_requirement(item, target.host.facts if target else None)
     if reason:
         pytest.skip(reason)
+    if item.get_closest_marker("requires_guest_agent") is not None:
+        if target is None or target.domain is None:
+            pytest.skip("requires a guest agent: this test has no domain (request `domain`, `disk` or `guest`)")
+        from pytest_kvmio.fixtures import guest_or_reason
+
+        found = guest_or_reason(item.config, target)
+        if isinstance(found, str):
+            pytest.skip(f"requires a guest agent: {found}")
 
 
 def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:

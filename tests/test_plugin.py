@@ -273,3 +273,22 @@ def test_dead_libvirt_daemon_is_named_with_its_uri(pytester: pytest.Pytester) ->
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*local: cannot connect to libvirt at {uri}:*check that libvirtd runs there*"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_requires_guest_agent_skips_with_the_reason(pytester: pytest.Pytester, xml_dir) -> None:
+    write_domain(xml_dir, "vm01", {"vda": ""})
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.requires_guest_agent
+        def test_agent(domain): pass
+        """
+    )
+    result = pytester.runpytest("--domain-xml", str(xml_dir), "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*requires a guest agent: offline lint (--domain-xml): no guest to reach*"])
+    # libvirt's test driver runs its domain "test" but has no guest agent to answer.
+    result = pytester.runpytest_subprocess("--host=local", "--libvirt-uri=test:///default", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*requires a guest agent: local/test: guest unavailable: *"])
