@@ -61,24 +61,27 @@ def suite(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_baseline_then_throttle_fails_then_unthrottled_passes(workdir):
-    select = ["-k", f"{SCRATCH} and {PROFILE} and iops"]
+    # TCG guests on 2 shared cores drift by up to ~40% between minutes; 5 runs per median and a 45%
+    # tolerance keep an unchanged disk passing, and a throttle to 45% of the baseline (a 55% drop)
+    # still fails with room to spare.
+    select = ["-k", f"{SCRATCH} and {PROFILE} and iops", "--fio-repeat", "5"]
     recorded = suite(workdir, *select, "--kvmio-perf-results", "perf.json")
     assert recorded.returncode == 0, recorded.stdout[-3000:]
     record = subprocess.run(
         [sys.executable, "-m", "pytest_kvmio.cli", "baseline", "record", "--results", "perf.json",
-         "--out", "thresholds/baselines/lab-tcg.yaml", "--tolerance", "0.35", "--thresholds", "thresholds"],
+         "--out", "thresholds/baselines/lab-tcg.yaml", "--tolerance", "0.45", "--thresholds", "thresholds"],
         cwd=workdir, capture_output=True, text=True, timeout=60,
     )
     assert record.returncode == 0, record.stderr
     samples = json.loads((workdir / "perf.json").read_text())["results"][0]["samples"]["iops"]
-    median = sorted(samples)[1]
+    median = sorted(samples)[len(samples) // 2]
     print(f"baseline iops samples {samples}, median {median:.0f}")
 
     passing = suite(workdir, *select)
     assert passing.returncode == 0, passing.stdout[-3000:]
     assert "perf-baseline" in passing.stdout
 
-    limit = max(100, int(median / 2))
+    limit = max(100, int(median * 0.45))
     virsh("blkdeviotune", DOMAIN, SCRATCH, "--total-iops-sec", str(limit), "--live")
     try:
         throttled = suite(workdir, *select)
@@ -88,7 +91,7 @@ def test_baseline_then_throttle_fails_then_unthrottled_passes(workdir):
     print(out[-2000:])
     assert throttled.returncode == 1, out[-3000:]
     line = next(l for l in out.splitlines() if "below baseline" in l)
-    assert re.search(rf"{DOMAIN}/{SCRATCH}: {PROFILE} iops: median [\d,]+ .*% below baseline [\d,]+ \(tolerance 35%\)", line), line
+    assert re.search(rf"{DOMAIN}/{SCRATCH}: {PROFILE} iops: median [\d,]+ .*% below baseline [\d,]+ \(tolerance 45%\)", line), line
 
     again = suite(workdir, *select)
     assert again.returncode == 0, again.stdout[-3000:]
