@@ -9,6 +9,8 @@
 #   KVMIO_SUITES      suites to run (default: suites/)
 #   KVMIO_OUT         output directory (default: kvmio-out): junit.xml, verdicts.json, allure-results/, allure-report/
 #   KVMIO_PYTEST_ARGS extra pytest arguments, split on whitespace (no shell quoting), e.g. "-x --fio-repeat 5"
+#   KVMIO_PYTEST_ARGS_FILE  more extra pytest arguments, one per line, each taken whole: for arguments with
+#                     spaces, e.g. the two lines `-k` and `not perf or randread-4k-qd32x4` (relative to the repo)
 #   KVMIO_INSTALL=1   pip install the package first (pip install ".[charts]")
 #   KVMIO_ALLURE      Allure CLI command (default: npx in .kvmio/node, then `allure` on PATH; skipped when absent)
 #   KVMIO_ALLURE_CONFIG  Allure 3 config (default: ci/allurerc.yaml: report name, tree grouped by rule level →
@@ -36,6 +38,10 @@ elif [[ -n ${KVMIO_HOST:-} ]]; then
 fi
 # shellcheck disable=SC2206  # word-splitting of extra arguments is intended
 [[ -n ${KVMIO_PYTEST_ARGS:-} ]] && args+=($KVMIO_PYTEST_ARGS)
+if [[ -n ${KVMIO_PYTEST_ARGS_FILE:-} ]]; then
+  mapfile -t file_args <"$KVMIO_PYTEST_ARGS_FILE" || exit 4
+  args+=("${file_args[@]}")
+fi
 
 python3 -m pytest "${args[@]}"
 status=$?

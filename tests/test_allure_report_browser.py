@@ -4,6 +4,7 @@ Offline --domain-xml run with a synthetic perf verdict fact (no lab needed). Scr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -96,9 +97,9 @@ def test_the_gate_script_runs_the_suites_and_writes_every_report(gate_run) -> No
     assert "kvmio-gate: exit 1" in proc.stdout
 
 
-@pytest.fixture(scope="module")
-def served(gate_run) -> Iterator[str]:
-    report = gate_run[1] / "allure-report"
+@contextlib.contextmanager
+def serve_report(report: Path) -> Iterator[str]:
+    """Serve an Allure HTML report over loopback HTTP (it fetches its data, so file:// won't do); yield its URL."""
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
@@ -107,8 +108,16 @@ def served(gate_run) -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(gate_run) -> Iterator[str]:
+    with serve_report(gate_run[1] / "allure-report") as url:
+        yield url
 
 
 def chromium(url: str, tmp_path: Path, *mode: str) -> str:
@@ -138,7 +147,7 @@ def test_report_shows_rule_groups(served: str, tmp_path: Path) -> None:
     assert (ARTIFACTS / "allure-overview.png").stat().st_size > 10_000
 
 
-def _tree_paths(report: Path) -> dict[str, list[str]]:
+def tree_paths(report: Path) -> dict[str, list[str]]:
     """Map each result's title in the report's tree to the group names above it."""
     tree = json.loads((report / "widgets" / "tree.json").read_text())
     paths: dict[str, list[str]] = {}
@@ -155,7 +164,7 @@ def _tree_paths(report: Path) -> dict[str, list[str]]:
 
 
 def test_report_tree_is_grouped_by_rule_level_rule_and_host_not_by_file(gate_run, served: str, tmp_path: Path) -> None:
-    paths = _tree_paths(gate_run[1] / "allure-report")
+    paths = tree_paths(gate_run[1] / "allure-report")
     assert paths["disk-cache-safe on offline/vm01/vda"] == ["disk rules", "disk-cache-safe", "offline"]
     assert paths["perf-randread-4k on offline/vm01/vdb"] == ["disk rules", "perf-randread-4k", "offline"]
     assert all(path[0] in ("host rules", "domain rules", "disk rules") for path in paths.values()), paths
