@@ -108,6 +108,15 @@ def perf_entries(facts: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def limit_edges(limit: Any) -> list[tuple[str, float]]:
+    """Return (label, value) of a limit given as a number or as {floor, ceiling, class}."""
+    if isinstance(limit, (int, float)):
+        return [("threshold", float(limit))]
+    if isinstance(limit, dict):
+        return [(k, float(limit[k])) for k in ("floor", "ceiling") if isinstance(limit.get(k), (int, float))]
+    return []
+
+
 def comparison_html(entries: list[dict[str, Any]]) -> str:
     """Return an HTML table: measured median and samples vs limit vs baseline (± tolerance)."""
     from pytest_kvmio.perfgate import format_value
@@ -121,11 +130,19 @@ def comparison_html(entries: list[dict[str, Any]]) -> str:
         tol = e.get("tolerance")
         base = fmt(e.get("baseline"), metric) + (f" ± {float(tol):.0%}" if isinstance(tol, (int, float)) else "")
         samples = ", ".join(fmt(s, metric) for s in e.get("samples") or [])
-        cells = [metric, fmt(e.get("median"), metric), samples, fmt(e.get("limit"), metric), base, str(e.get("outcome", ""))]
+        limit = e.get("limit")
+        edges = limit_edges(limit)
+        threshold = " / ".join(
+            (fmt(v, metric) if label == "threshold" else f"{label} {fmt(v, metric)}") for label, v in edges
+        ) or "—"
+        if edges and isinstance(limit, dict) and limit.get("class"):
+            threshold += f" ({limit['class']})"
+        cells = [metric, fmt(e.get("median"), metric), samples, threshold, base, str(e.get("outcome", ""))]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     head = "".join(f"<th>{h}</th>" for h in ("metric", "measured (median)", "samples", "threshold", "baseline", "outcome"))
     return (
-        "<html><body><table border='1' cellpadding='4' style='border-collapse:collapse'>"
+        "<html><head><meta charset='utf-8'></head><body>"
+        "<table border='1' cellpadding='4' style='border-collapse:collapse'>"
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>"
     )
 
@@ -147,8 +164,8 @@ def perf_chart(entries: list[dict[str, Any]], title: str) -> bytes | None:
         ax.bar([f"run {i + 1}" for i in range(len(samples))], samples, color="#4c78a8", label="runs")
         if isinstance(e.get("median"), (int, float)):
             ax.axhline(float(e["median"]), color="#1f1f1f", linestyle="-", label="median")
-        if isinstance(e.get("limit"), (int, float)):
-            ax.axhline(float(e["limit"]), color="#d62728", linestyle="--", label="threshold")
+        for label, value in limit_edges(e.get("limit")):
+            ax.axhline(value, color="#d62728", linestyle="--", label=label)
         if isinstance(e.get("baseline"), (int, float)):
             base = float(e["baseline"])
             ax.axhline(base, color="#2ca02c", linestyle=":", label="baseline")

@@ -223,3 +223,14 @@ def test_executor_is_read_from_each_ci() -> None:
     jenkins = executor_from_env({"JENKINS_URL": "https://ci/", "BUILD_URL": "https://ci/job/k/3/", "BUILD_NUMBER": "3"})
     assert jenkins is not None and jenkins["reportUrl"] == "https://ci/job/k/3/allure/"
     assert executor_from_env({}) is None
+
+
+def test_class_limits_show_as_floor_or_ceiling_in_the_table() -> None:
+    from pytest_kvmio.allure_support import comparison_html, limit_edges
+
+    assert limit_edges({"floor": 1000, "ceiling": None, "class": "lab-tcg"}) == [("floor", 1000.0)]
+    assert limit_edges(250.0) == [("threshold", 250.0)]
+    assert limit_edges(None) == []
+    page = comparison_html([{"metric": "iops", "median": 900.0, "samples": [880.0, 900.0, 950.0],
+                             "limit": {"floor": 1000, "ceiling": None, "class": "lab-tcg"}, "outcome": "failed"}])
+    assert "<td>floor 1,000 (lab-tcg)</td>" in page and "<meta charset='utf-8'>" in page
