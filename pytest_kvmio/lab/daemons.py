@@ -10,15 +10,11 @@ from pathlib import Path
 import libvirt
 
 from pytest_kvmio.cli import CommandError
+from pytest_kvmio.connection import libvirt_module
 from pytest_kvmio.lab.paths import LIBVIRT_URI
 from pytest_kvmio.lab.shell import tail
 
 DAEMONS = ("virtlogd", "libvirtd")
-
-
-def _silence_libvirt() -> None:
-    # libvirt prints every error to stderr by default; we report failures ourselves.
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
 def pids_of(name: str) -> list[int]:
@@ -58,7 +54,7 @@ def ensure_running() -> list[str]:
 
 def connect(uri: str = LIBVIRT_URI, timeout: float = 30) -> libvirt.virConnect:
     """Return a connection to `uri`, retrying until it answers or `timeout` runs out."""
-    _silence_libvirt()
+    libvirt_module()  # registers the handler that keeps libvirt from printing every error to stderr
     deadline = time.monotonic() + timeout
     last = ""
     while True:
