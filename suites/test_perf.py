@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_kvmio import perf
-from pytest_kvmio.perfgate import decide_baseline, decide_limit, format_value
+from pytest_kvmio.perfgate import DEFAULT_MAX_SPREAD, decide_baseline, decide_limit, format_value
 
 pytestmark = pytest.mark.perf
 
@@ -55,7 +55,7 @@ def test_profile_has_not_regressed_from_the_baseline(disk, fio, profile, metric,
     if baseline is None:
         pytest.skip(f"{disk.id}: no {metric} baseline for {profile}; record one with `kvmio baseline record`")
     result = fio.run(profile)
-    max_spread = fio.storage_class.max_spread if fio.storage_class else perf.DEFAULT_MAX_SPREAD
+    max_spread = fio.storage_class.max_spread if fio.storage_class else DEFAULT_MAX_SPREAD
     decision = decide_baseline(result.samples(metric), baseline, max_spread=max_spread, fingerprint=fio.fingerprint())
     kvmio_facts["perf"] = perf.perf_facts(decision, result)
     perf.judge(decision, disk.id, record_property)
