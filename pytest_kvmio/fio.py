@@ -4,15 +4,22 @@ Strict about meaning, tolerant about packaging: text before the document (fio
 notes, a `2>&1` capture), several concatenated documents (`--status-interval`,
 the last is the final result), fio 2.x (latencies in µs, `io_bytes` in KiB) and
 3.x (`*_ns`, bytes), `json+` bins, group_reporting or per-job output, read,
-write, trim and unified "mixed". Latency that fio did not record (gtod_reduce,
-disable_clat) is None and noted, never 0 µs.
+write, trim and unified "mixed", and client/server output (`client_stats`, one
+entry per job and client, plus fio's "All clients" sum). Latency that fio did
+not record (gtod_reduce, disable_clat) is None and noted, never 0 µs; so are
+job options fio did not report (fio 2.x without "job options"). Completion
+latency (fio's `clat`) is `clat_*_us`, total latency (fio's `lat`, submission
+included) is `tlat_*_us`; neither stands in for the other.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -23,14 +30,17 @@ import jsonschema
 
 DIRECTIONS = ("read", "write", "trim", "mixed")
 
-# Percentile fields and the fio percentile they read ("99.900000" → 99.9).
-PERCENTILES = {
-    "lat_p50_us": 50.0,
-    "lat_p90_us": 90.0,
-    "lat_p99_us": 99.0,
-    "lat_p99_9_us": 99.9,
-    "lat_p99_99_us": 99.99,
-}
+# Latency statistics per kind and the fio percentile each reads ("99.900000" → 99.9).
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99_9": 99.9, "p99_99": 99.99}
+LATENCY_STATS = ("mean", *PERCENTILES)
+# Metric prefix → fio latency block: completion latency and total latency.
+LATENCY_KINDS = {"clat": "clat", "tlat": "lat"}
+LATENCY_METRICS = tuple(f"{kind}_{stat}_us" for kind in LATENCY_KINDS for stat in LATENCY_STATS)
+
+# fio's name of the aggregate entry of client/server output.
+ALL_CLIENTS = "All clients"
+# fio's default server port: not shown in host names.
+FIO_DEFAULT_PORT = 8765
 
 # Options under which fio deliberately leaves the queue idle: no lower bound.
 THROTTLING_OPTIONS = ("rate", "rate_iops", "rate_min", "rate_iops_min", "thinktime")
@@ -56,6 +66,14 @@ class FioError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class FioJobError(FioError):
+    """fio ran, but a job reported an error: its numbers are not a measurement."""
+
+    def __init__(self, source: str, message: str, job_errors: list[str]) -> None:
+        self.job_errors = list(job_errors)
+        super().__init__(source, message)
+
+
 @dataclass(frozen=True)
 class FioMetrics:
     """Normalized result of one fio job (or merged group) in one direction."""
@@ -65,12 +83,18 @@ class FioMetrics:
     groupid: int
     iops: float
     bw_bytes: float
-    lat_mean_us: float | None
-    lat_p50_us: float | None
-    lat_p90_us: float | None
-    lat_p99_us: float | None
-    lat_p99_9_us: float | None
-    lat_p99_99_us: float | None
+    clat_mean_us: float | None
+    clat_p50_us: float | None
+    clat_p90_us: float | None
+    clat_p99_us: float | None
+    clat_p99_9_us: float | None
+    clat_p99_99_us: float | None
+    tlat_mean_us: float | None
+    tlat_p50_us: float | None
+    tlat_p90_us: float | None
+    tlat_p99_us: float | None
+    tlat_p99_9_us: float | None
+    tlat_p99_99_us: float | None
     runtime_s: float
     io_bytes: int
     total_ios: int | None
@@ -78,25 +102,35 @@ class FioMetrics:
     error_code: int
     cpu_usr_pct: float | None
     cpu_sys_pct: float | None
-    rw: str
+    rw: str | None
     bs: str | None
-    iodepth: int
-    numjobs: int
+    iodepth: int | None
+    numjobs: int | None
     ioengine: str | None
     filename: str | None
-    jobs_merged: int
+    jobs_merged: int | None
     latency_known: bool
+    hostname: str | None = None
+    port: int | None = None
     notes: tuple[str, ...] = ()
     options: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
-    def label(self) -> str:
-        """Return `job/direction`, the name used in messages."""
-        return f"{self.job}/{self.direction}"
+    def client(self) -> str | None:
+        """Return the fio server this entry ran on (`host`, `host:port` off fio's port), None if local."""
+        return _client_name(self.hostname, self.port)
 
     @property
-    def max_in_flight(self) -> int:
-        """Return the most I/Os fio may keep outstanding for this entry."""
+    def label(self) -> str:
+        """Return `job/direction` (`job/direction on host` for a client), the name used in messages."""
+        on = f" on {self.client}" if self.client else ""
+        return f"{self.job}/{self.direction}{on}"
+
+    @property
+    def max_in_flight(self) -> int | None:
+        """Return the most I/Os fio may keep outstanding for this entry, None if unknown."""
+        if self.iodepth is None or self.jobs_merged is None:
+            return None
         return self.iodepth * self.jobs_merged
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,6 +147,8 @@ class FioSnapshot:
     version: str
     timestamp_ms: int | None
     metrics: tuple[FioMetrics, ...]
+    all_clients: tuple[FioMetrics, ...] = ()
+    job_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,8 +171,17 @@ class FioReport:
 
     @property
     def metrics(self) -> tuple[FioMetrics, ...]:
-        """Return the final metrics, one entry per job and direction."""
+        """Return the final metrics, one entry per job (per client) and direction."""
         return self.final.metrics
+
+    @property
+    def all_clients(self) -> tuple[FioMetrics, ...]:
+        """Return fio's "All clients" sums of client/server output (empty otherwise)."""
+        return self.final.all_clients
+
+    def job_errors(self) -> list[str]:
+        """Return one line per job of the final result that reported an error (fio exits 1 then)."""
+        return list(self.final.job_errors)
 
     def get(self, job: str, direction: str) -> FioMetrics:
         """Return the first final entry of `job` in `direction`."""
@@ -147,8 +192,8 @@ class FioReport:
         raise KeyError(f"{self.source}: no {job}/{direction} in the result (have {have})")
 
     def problems(self) -> list[str]:
-        """Return the plausibility problems of all final entries."""
-        return [p for m in self.metrics for p in check_plausibility(m)]
+        """Return the plausibility problems of all final entries, "All clients" sums included."""
+        return [p for m in (*self.metrics, *self.all_clients) for p in check_plausibility(m)]
 
 
 def read_fio(path: str | Path) -> FioReport:
@@ -168,6 +213,7 @@ def parse_fio(text: str, source: str) -> FioReport:
     snapshots = []
     for index, doc in enumerate(documents):
         prefix = f"document {index + 1} of {len(documents)}" if len(documents) > 1 else ""
+        _refuse_non_finite(doc, source, prefix)
         _validate(schema, doc, source, prefix)
         snapshots.append(_snapshot(doc))
     return FioReport(source=source, snapshots=tuple(snapshots), preamble=preamble)
@@ -230,6 +276,35 @@ def _validator() -> jsonschema.protocols.Validator:
     return cls(schema)
 
 
+def _refuse_non_finite(doc: Any, source: str, prefix: str) -> None:
+    """Raise FioError for the first NaN or ±Infinity (tokens Python's json accepts, fio never writes)."""
+    path = _non_finite_path(doc)
+    if path is None:
+        return
+    value = _lookup(doc, path)
+    token = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    raise FioError(source, f"expected a finite number, got {token}", _format_path(path), prefix)
+
+
+def _non_finite_path(value: Any) -> list[Any] | None:
+    """Return the JSON path of the first non-finite number in `value`, None if there is none."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else []
+    items: Any = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite_path(item)
+        if found is not None:
+            return [key, *found]
+    return None
+
+
+def _lookup(doc: Any, path: list[Any]) -> Any:
+    """Return the value at a JSON path."""
+    for part in path:
+        doc = doc[part]
+    return doc
+
+
 def _validate(validator: Any, doc: Any, source: str, prefix: str) -> None:
     """Raise FioError for the most relevant schema violation of `doc`."""
     errors = list(validator.iter_errors(doc))
@@ -261,7 +336,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"expected at least {error.validator_value}, got {got}"
     if error.validator == "minItems":
         return "expected at least one entry, got none"
-    if error.validator == "anyOf":
+    if error.validator == "anyOf" and "jobname" in error.schema.get("properties", {}):
         return "expected at least one of read, write, trim, mixed"
     return error.message
 
@@ -280,21 +355,74 @@ def _format_path(parts: list[Any]) -> str:
 
 
 def _snapshot(doc: dict[str, Any]) -> FioSnapshot:
-    """Normalize one validated fio document."""
-    global_options = doc.get("global options", {})
-    per_group: dict[int, int] = {}
-    for job in doc["jobs"]:
-        per_group[job["groupid"]] = per_group.get(job["groupid"], 0) + 1
+    """Normalize one validated fio document: local `jobs`, then each client's `client_stats`."""
+    entries = list(doc.get("jobs", []))
+    clients = doc.get("client_stats", [])
+    sums = [job for job in clients if job["jobname"] == ALL_CLIENTS]
+    entries.extend(job for job in clients if job["jobname"] != ALL_CLIENTS)
+    per_group: dict[tuple[str | None, int | None, int], int] = {}
+    for job in entries:
+        key = _group_key(job)
+        per_group[key] = per_group.get(key, 0) + 1
     metrics = [
         m
-        for job in doc["jobs"]
-        for m in _job_metrics(job, global_options, alone=per_group[job["groupid"]] == 1)
+        for job in entries
+        for m in _job_metrics(job, _global_options(doc, job), alone=per_group[_group_key(job)] == 1)
+    ]
+    # "All clients" sums every client; the host fio puts in it is just the last client's.
+    all_clients = [
+        dataclasses.replace(m, hostname=None, port=None)
+        for job in sums
+        for m in _job_metrics(job, _global_options(doc, job), alone=True)
     ]
     return FioSnapshot(
         version=doc["fio version"],
         timestamp_ms=doc.get("timestamp_ms", _ms(doc.get("timestamp"))),
         metrics=tuple(metrics),
+        all_clients=tuple(all_clients),
+        job_errors=tuple(_job_error(job) for job in entries if job["error"]),
     )
+
+
+def _group_key(job: dict[str, Any]) -> tuple[str | None, int | None, int]:
+    """Return what makes a reporting group: the client (None locally) and the group id."""
+    return job.get("hostname"), job.get("port"), job["groupid"]
+
+
+def _global_options(doc: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
+    """Return the global options that apply to a job: one mapping, or the job's client's entry.
+
+    Newer fio clients list global options once per client, each with its hostname and port;
+    fio's "All clients" sum gets the options every client shares.
+    """
+    found = doc.get("global options", {})
+    if isinstance(found, dict):
+        return dict(found)
+    per_client = [{k: v for k, v in options.items() if k not in ("hostname", "port")} for options in found]
+    if job["jobname"] == ALL_CLIENTS:
+        first, *others = per_client or [{}]
+        return {k: v for k, v in first.items() if all(other.get(k) == v for other in others)}
+    for options, client in zip(found, per_client):
+        if (options.get("hostname"), options.get("port")) == (job.get("hostname"), job.get("port")):
+            return client
+    return {}
+
+
+def _job_error(job: dict[str, Any]) -> str:
+    """Return `job NAME [on HOST]: fio error N (ENAME: text)` for a job that reported an error."""
+    code = job["error"]
+    name = errno.errorcode.get(code)
+    meaning = f" ({name}: {os.strerror(code)})" if name else ""
+    client = _client_name(job.get("hostname"), job.get("port"))
+    on = f" on {client}" if client else ""
+    return f"job {job['jobname']}{on}: fio error {code}{meaning}"
+
+
+def _client_name(hostname: str | None, port: int | None) -> str | None:
+    """Return `host`, or `host:port` off fio's default port; None for a local job."""
+    if hostname is None:
+        return None
+    return hostname if port in (None, FIO_DEFAULT_PORT) else f"{hostname}:{port}"
 
 
 def _ms(seconds: int | None) -> int | None:
@@ -316,7 +444,10 @@ def _job_metrics(
     if not active:
         # A job that did no I/O (it failed early) still shows up, with its error.
         active = [d for d in _intended_directions(options) if d in present] or present[:1]
-    return [_direction_metrics(job, d, options, alone) for d in active]
+    # fio lists the options a job set; one it does not list has fio's default. Without
+    # "job options" (fio 2.x, "All clients") nothing says what the job set: unknown.
+    listed = "job options" in job
+    return [_direction_metrics(job, d, options, alone, listed) for d in active]
 
 
 def _did_io(ddir: dict[str, Any]) -> bool:
@@ -343,22 +474,26 @@ def _intended_directions(options: dict[str, str]) -> list[str]:
 
 
 def _direction_metrics(
-    job: dict[str, Any], direction: str, options: dict[str, str], alone: bool
+    job: dict[str, Any], direction: str, options: dict[str, str], alone: bool, listed: bool
 ) -> FioMetrics:
-    """Normalize one direction block of one job."""
+    """Normalize one direction block of one job; `listed`: fio reported the job's options."""
     ddir = job[direction]
     notes: list[str] = []
-    lat_mean, pcts, known = _latency(ddir, notes)
+    latency, known = _latency(ddir, notes)
     error_code = job["error"]
-    numjobs = _int_option(options, "numjobs", 1)
+    rw = options.get("rw", options.get("readwrite", "read" if listed else None))
+    iodepth = _int_option(options, "iodepth", 1 if listed else None)
+    numjobs = _int_option(options, "numjobs", 1 if listed else None)
+    unknown = [name for name, value in (("rw", rw), ("iodepth", iodepth), ("numjobs", numjobs)) if value is None]
+    if unknown:
+        notes.append(f"fio reported no job options: {', '.join(unknown)} unknown")
     return FioMetrics(
         job=job["jobname"],
         direction=direction,
         groupid=job["groupid"],
         iops=float(ddir["iops"]),
         bw_bytes=float(ddir["bw_bytes"]) if "bw_bytes" in ddir else float(ddir["bw"]) * 1024,
-        lat_mean_us=lat_mean,
-        **pcts,
+        **latency,
         runtime_s=ddir["runtime"] / 1000,
         # fio 3.0 made io_bytes bytes and added io_kbytes; fio 2.x io_bytes is KiB.
         io_bytes=ddir["io_bytes"] if "io_kbytes" in ddir else ddir["io_bytes"] * 1024,
@@ -367,43 +502,47 @@ def _direction_metrics(
         error_code=error_code,
         cpu_usr_pct=_float_or_none(job.get("usr_cpu")),
         cpu_sys_pct=_float_or_none(job.get("sys_cpu")),
-        rw=options.get("rw", options.get("readwrite", "read")),
+        rw=rw,
         bs=options.get("bs", options.get("blocksize")),
-        iodepth=_int_option(options, "iodepth", 1),
+        iodepth=iodepth,
         numjobs=numjobs,
         ioengine=options.get("ioengine"),
         filename=options.get("filename"),
         jobs_merged=_jobs_merged(job, ddir, numjobs) if alone else 1,
         latency_known=known,
+        hostname=job.get("hostname"),
+        port=job.get("port"),
         notes=tuple(notes),
         options=options,
     )
 
 
-def _latency(
-    ddir: dict[str, Any], notes: list[str]
-) -> tuple[float | None, dict[str, float | None], bool]:
-    """Return mean completion latency (µs), percentiles (µs) and whether it is known."""
-    clat, scale = _stat(ddir, "clat")
-    lat, lat_scale = _stat(ddir, "lat")
-    unknown: dict[str, float | None] = {key: None for key in PERCENTILES}
+def _latency(ddir: dict[str, Any], notes: list[str]) -> tuple[dict[str, float | None], bool]:
+    """Return the `clat_*_us` and `tlat_*_us` fields and whether completion latency is known.
+
+    Each kind comes only from its own fio block: percentiles fio did not report for
+    a kind (clat with lat_percentiles=1, tlat without) stay None.
+    """
+    values: dict[str, float | None] = dict.fromkeys(LATENCY_METRICS)
     if not _did_io(ddir):
         notes.append("no I/O completed: latency unknown")
-        return None, unknown, False
-    if clat is None or not _recorded(clat):
-        notes.append("completion latency not recorded (gtod_reduce=1 or disable_clat=1)")
-        return None, unknown, False
-    table, table_scale = clat.get("percentile"), scale
-    if not table and lat is not None and lat.get("percentile"):
-        notes.append("percentiles are of total latency (lat_percentiles=1, no clat percentiles)")
-        table, table_scale = lat["percentile"], lat_scale
-    pcts = dict(unknown)
-    if table:
-        by_value = {float(k): v for k, v in table.items()}
-        for key, pct in PERCENTILES.items():
+        return values, False
+    recorded = {}
+    for kind, block in LATENCY_KINDS.items():
+        stat, scale = _stat(ddir, block)
+        recorded[kind] = stat is not None and _recorded(stat)
+        if stat is None or not recorded[kind]:
+            continue
+        values[f"{kind}_mean_us"] = stat["mean"] / scale
+        by_value = {float(k): v for k, v in (stat.get("percentile") or {}).items()}
+        for name, pct in PERCENTILES.items():
             value = by_value.get(pct)
-            pcts[key] = None if value is None else value / table_scale
-    return clat["mean"] / scale, pcts, True
+            values[f"{kind}_{name}_us"] = None if value is None else value / scale
+    if not recorded["clat"]:
+        notes.append("completion latency not recorded (gtod_reduce=1 or disable_clat=1)")
+    elif values["clat_p99_us"] is None and values["tlat_p99_us"] is not None:
+        notes.append("fio reported percentiles of total latency only (lat_percentiles=1): clat percentiles unknown")
+    return values, recorded["clat"]
 
 
 def _stat(ddir: dict[str, Any], name: str) -> tuple[dict[str, Any] | None, int]:
@@ -422,27 +561,30 @@ def _recorded(stat: dict[str, Any]) -> bool:
     return bool(stat["mean"] or stat["max"])
 
 
-def _jobs_merged(job: dict[str, Any], ddir: dict[str, Any], numjobs: int) -> int:
+def _jobs_merged(job: dict[str, Any], ddir: dict[str, Any], numjobs: int | None) -> int | None:
     """Return how many fio jobs the only entry of a group sums up.
 
     fio does not list group_reporting among the job options; an entry alone in
     its group is either one job or the merge of the whole group (numjobs
-    clones and any other job sections of the group).
+    clones and any other job sections of the group). None when neither numjobs
+    nor job_runtime tells.
     """
     merged = numjobs
     # job_runtime sums the runtime of every merged job: with several job
     # sections in one group it reveals more jobs than numjobs says.
     if job.get("job_runtime") and ddir["runtime"]:
-        merged = max(merged, round(job["job_runtime"] / ddir["runtime"]))
+        merged = max(merged or 1, round(job["job_runtime"] / ddir["runtime"]))
     return merged
 
 
-def _int_option(options: dict[str, str], name: str, default: int) -> int:
-    """Return an integer job option, fio's default when absent or not a plain number."""
+def _int_option(options: dict[str, str], name: str, default: int | None) -> int | None:
+    """Return an integer job option: `default` when absent, None when not a plain number."""
+    if name not in options:
+        return default
     try:
         return int(options[name])
-    except (KeyError, ValueError):
-        return default
+    except ValueError:
+        return None
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -462,14 +604,18 @@ def check_plausibility(metrics: FioMetrics) -> list[str]:
     spend most of the time in fio itself. Only an unthrottled job with
     L < MIN_CONCURRENCY (the queue idle 99.9% of the time) is flagged as too low;
     with rate*/thinktime options idle time is intended, so no lower bound.
-    Unknown latency (gtod_reduce) and entries without I/O are never flagged.
+    Unknown latency (gtod_reduce) and entries without I/O are never flagged, nor
+    entries whose iodepth or job count fio did not report (the bound and the
+    throttling options are unknown; the entry's notes say so).
     """
-    if not metrics.latency_known or metrics.lat_mean_us is None or metrics.iops <= 0:
+    if not metrics.latency_known or metrics.clat_mean_us is None or metrics.iops <= 0:
         return []
-    in_flight = metrics.iops * metrics.lat_mean_us / 1e6
     bound = metrics.max_in_flight
+    if bound is None:
+        return []
+    in_flight = metrics.iops * metrics.clat_mean_us / 1e6
     stated = (
-        f"{metrics.label}: {metrics.iops:,.0f} IOPS × {metrics.lat_mean_us:,.2f} µs mean latency "
+        f"{metrics.label}: {metrics.iops:,.0f} IOPS × {metrics.clat_mean_us:,.2f} µs mean completion latency "
         f"= {_fmt(in_flight)} I/Os in flight"
     )
     if in_flight > bound * CONCURRENCY_MARGIN:

@@ -10,6 +10,8 @@
 # Files marked HAND-MADE below are derived from a real run by the python
 # snippets in this script; they exist because no fio 2.x binary is available
 # here and because a unit error like the campaign's cannot be produced by fio.
+# The client-server-*.json files need a fio server on 127.0.0.1:8765 (started
+# and stopped by this script).
 set -eu
 
 OUT=$(cd "$(dirname "$0")" && pwd)
@@ -122,6 +124,46 @@ run randread-qd128.json --name=randread $COMMON --ioengine=libaio \
 run normal-output.txt --name=randread --filename="$F" --size=32M \
     --runtime=1 --time_based --bs=4k --rw=randread
 
+# Client/server: one fio server on loopback, two clients (127.0.0.1 and
+# localhost reach the same server; a job file applies to the --client before
+# it, so each client names it). fio writes "client_stats" instead of "jobs":
+# one entry per job and client with "hostname" and "port", then its
+# "All clients" sum (fio 3.33 gives the sum no job options and no
+# percentiles). The server's job lines ("<host> randread: ...") precede the
+# JSON. Loopback only; the server is stopped afterwards.
+# A published client/server output with the same layout exists
+# (styliteag/fio-analyzer, scripts/tests/fixtures/fio_client_2clients.json at
+# 50babd13ed5d7a2044fd4462ff3c2c6850355bd0, fio-3.43, two loopback clients) but
+# that repository states no license, so it is not copied here. It shows that
+# newer fio lists "global options" once per client (with hostname and port);
+# tests/test_fio.py rewrites client-server-group.json into that layout.
+cat > "$WORK/client-group.fio" <<JOB
+[global]
+filename=$F
+size=32M
+runtime=1
+time_based=1
+direct=1
+bs=4k
+ioengine=libaio
+
+[randread]
+rw=randread
+iodepth=4
+numjobs=2
+group_reporting=1
+JOB
+grep -v group_reporting "$WORK/client-group.fio" > "$WORK/client-perjob.fio"
+fio --server=ip:127.0.0.1,8765 --daemonize="$WORK/fio-server.pid"
+sleep 1
+run client-server-group.json --output-format=json \
+    --client=127.0.0.1,8765 "$WORK/client-group.fio" \
+    --client=localhost,8765 "$WORK/client-group.fio"
+run client-server-perjob.json --output-format=json \
+    --client=127.0.0.1,8765 "$WORK/client-perjob.fio" \
+    --client=localhost,8765 "$WORK/client-perjob.fio"
+kill "$(cat "$WORK/fio-server.pid")"
+
 python3 - "$OUT" <<'PY'
 """Derive the HAND-MADE and malformed files from the real runs above."""
 import json
@@ -185,6 +227,14 @@ r["clat_ns"]["mean"] = 743970.0 * 1000
 r["lat_ns"]["mean"] = 743970.0 * 1000 + r["slat_ns"]["mean"]
 dump("littles-law-violation-hand-made.json", camp)
 
+# fio 2.x before "global options"/"job options" were printed: what the job set is
+# unknown (the QD8 run read with iodepth 1 assumed would break Little's law).
+old = to_fio2(json.loads(json.dumps(src)))
+old.pop("global options", None)
+for job in old["jobs"]:
+    del job["job options"]
+dump("fio2-no-job-options-hand-made.json", old)
+
 text = (out / "randread-iouring-qd8.json").read_text()
 (out / "malformed-truncated.json").write_text(text[: len(text) // 2])
 bad = json.loads(text)
@@ -193,5 +243,9 @@ dump("malformed-wrong-type.json", bad)
 bad = json.loads(text)
 del bad["jobs"]
 dump("malformed-missing-jobs.json", bad)
+# NaN: a token Python's json reads and writes (json.dumps below), fio never does.
+bad = json.loads(text)
+bad["jobs"][0]["read"]["clat_ns"]["mean"] = float("nan")
+dump("malformed-nan.json", bad)
 PY
 echo "corpus written to $OUT" >&2
