@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.fio import FioError, FioMetrics, FioReport, read_fio
+from pytest_kvmio.fio import LATENCY_METRICS, FioError, FioJobError, FioMetrics, FioReport, read_fio
 from pytest_kvmio.perfgate import Decision, Outcome, format_value
 from pytest_kvmio.thresholds import (
     METRIC_DIRECTIONS,
@@ -51,8 +51,7 @@ from pytest_kvmio.thresholds import (
 
 #: Metrics recorded per run (FioMetrics fields) plus the host CPU cost.
 RUN_METRICS = (
-    "iops", "bw_bytes", "lat_mean_us", "lat_p50_us", "lat_p90_us", "lat_p99_us", "lat_p99_9_us",
-    "lat_p99_99_us", "errors", "cpu_usr_pct", "cpu_sys_pct", "runtime_s",
+    "iops", "bw_bytes", *LATENCY_METRICS, "errors", "cpu_usr_pct", "cpu_sys_pct", "runtime_s",
 )
 HOST_CPU = "host_cpu_us_per_io"
 UNITS = {"iops": "IOPS", "bw_bytes": "B/s", "errors": "errors", "runtime_s": "s", HOST_CPU: "µs/IO"}
@@ -90,39 +89,49 @@ def _combine(entries: list[FioMetrics], direction: str) -> FioMetrics:
         return entries[0]
     ios = [e.total_ios or 0 for e in entries]
     weights = sum(ios)
-    means = [e.lat_mean_us for e in entries]
-    known = [m for m in means if m is not None]
-    mean = (
-        sum(m * n for m, n in zip(known, ios)) / weights
-        if weights and len(known) == len(means) else None
-    )
+
+    def mean(name: str) -> float | None:
+        means = [getattr(e, name) for e in entries]
+        if not weights or any(m is None for m in means):
+            return None
+        return sum(m * n for m, n in zip(means, ios)) / weights
 
     def worst(name: str) -> float | None:
         values = [getattr(e, name) for e in entries]
         return None if any(v is None for v in values) else max(values)
+
+    # Means weighted by I/Os; percentiles: the worst job's, conservative, never optimistic.
+    latency: dict[str, Any] = {
+        name: mean(name) if name.endswith("_mean_us") else worst(name) for name in LATENCY_METRICS
+    }
 
     return dataclasses.replace(
         entries[0],
         direction=direction,
         iops=sum(e.iops for e in entries),
         bw_bytes=sum(e.bw_bytes for e in entries),
-        lat_mean_us=mean,
-        lat_p50_us=worst("lat_p50_us"),  # the worst job's percentile: conservative, never optimistic
-        lat_p90_us=worst("lat_p90_us"),
-        lat_p99_us=worst("lat_p99_us"),
-        lat_p99_9_us=worst("lat_p99_9_us"),
-        lat_p99_99_us=worst("lat_p99_99_us"),
+        **latency,
         runtime_s=max(e.runtime_s for e in entries),
         io_bytes=sum(e.io_bytes for e in entries),
         total_ios=sum(ios) if all(e.total_ios is not None for e in entries) else None,
         errors=sum(e.errors for e in entries),
-        jobs_merged=sum(e.jobs_merged for e in entries),
+        jobs_merged=None if any(e.jobs_merged is None for e in entries) else sum(e.jobs_merged or 0 for e in entries),
         notes=tuple(dict.fromkeys(n for e in entries for n in e.notes)),
     )
 
 
-def metrics_of(report: FioReport, profile: Profile) -> FioMetrics:
-    """Return the one entry a profile is judged on: its direction, jobs merged; read+write for mixes."""
+def metrics_of(report: FioReport, profile: Profile, target: str | None = None) -> FioMetrics:
+    """Return the one entry a profile is judged on: its direction, jobs merged; read+write for mixes.
+
+    A job that reported an error (fio's "error" != 0) raises FioJobError naming the target
+    (host/domain/disk), the profile, the job and the error: its numbers are not a measurement.
+    """
+    job_errors = report.job_errors()
+    if job_errors:
+        where = f"{target}: " if target else ""
+        raise FioJobError(
+            report.source, f"{where}profile {profile.name}: fio reported {'; '.join(job_errors)}", job_errors
+        )
     direction = _direction(profile.rw)
     if direction == "mixed":
         entries = [m for m in report.metrics if m.direction == "mixed"] or [
@@ -200,9 +209,9 @@ class PerfResult:
     def summary(self) -> str:
         """Return one line: medians of the headline metrics."""
         parts = [f"{format_value(self.median('iops') or 0)} IOPS"]
-        lat = self.median("lat_mean_us")
+        lat = self.median("clat_mean_us")
         if lat is not None:
-            parts.append(f"mean {format_value(lat, 'lat_mean_us')}")
+            parts.append(f"mean {format_value(lat, 'clat_mean_us')}")
         cpu = self.median(HOST_CPU)
         if cpu is not None:
             parts.append(f"host CPU {format_value(cpu)} µs/IO")
@@ -530,7 +539,7 @@ class DiskFio:
                     result.notes.append(f"no host CPU cost: {exc}")
                     cpu = None
             out = runner.run_once(profile)
-            metrics = metrics_of(out.report, profile)
+            metrics = metrics_of(out.report, profile, target=self.disk.id)
             cost = None
             if cpu is not None and before is not None:
                 cost = host_cpu_us_per_io(cpu.sample().minus(before).seconds, metrics, profile.ramp_time)
@@ -554,7 +563,7 @@ class DiskFio:
         result = self._new_result(profile)
         for n, path in runs:
             report = read_fio(path)
-            result.runs.append(metrics_of(report, profile))
+            result.runs.append(metrics_of(report, profile, target=self.disk.id))
             result.sources.append(str(path))
             result.notes.extend(f"{path.name}: {p}" for p in report.problems())
             cost_file = costs.get(n)

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "FINGERPRINT_FIELDS",
     "METRIC_DIRECTIONS",
+    "RENAMED_METRICS",
     "Baseline",
     "Direction",
     "Limit",
@@ -41,6 +42,7 @@ __all__ = [
     "Thresholds",
     "ThresholdsError",
     "direction_of",
+    "renamed_metric",
     "load_thresholds",
     "load_yaml",
     "match_target",
@@ -54,12 +56,19 @@ METRIC_DIRECTIONS: Mapping[str, Direction] = MappingProxyType(
     {
         "iops": "higher-is-better",
         "bw_bytes": "higher-is-better",
-        "lat_mean_us": "lower-is-better",
-        "lat_p50_us": "lower-is-better",
-        "lat_p90_us": "lower-is-better",
-        "lat_p99_us": "lower-is-better",
-        "lat_p99_9_us": "lower-is-better",
-        "lat_p99_99_us": "lower-is-better",
+        # Completion latency (fio's clat), then total latency (fio's lat: submission included).
+        "clat_mean_us": "lower-is-better",
+        "clat_p50_us": "lower-is-better",
+        "clat_p90_us": "lower-is-better",
+        "clat_p99_us": "lower-is-better",
+        "clat_p99_9_us": "lower-is-better",
+        "clat_p99_99_us": "lower-is-better",
+        "tlat_mean_us": "lower-is-better",
+        "tlat_p50_us": "lower-is-better",
+        "tlat_p90_us": "lower-is-better",
+        "tlat_p99_us": "lower-is-better",
+        "tlat_p99_9_us": "lower-is-better",
+        "tlat_p99_99_us": "lower-is-better",
         "errors": "lower-is-better",
         "cpu_usr_pct": "lower-is-better",
         "cpu_sys_pct": "lower-is-better",
@@ -93,8 +102,27 @@ class ThresholdsError(ValueError):
     """A thresholds file is missing, unreadable or invalid; the message names file and path."""
 
 
+#: Metric names refused since completion and total latency got names of their own: old -> (clat, tlat).
+RENAMED_METRICS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        f"lat_{stat}_us": (f"clat_{stat}_us", f"tlat_{stat}_us")
+        for stat in ("mean", "p50", "p90", "p99", "p99_9", "p99_99")
+    }
+)
+
+
+def renamed_metric(metric: str) -> str | None:
+    """Return why a metric name is refused because it was renamed, None for any other name."""
+    if metric not in RENAMED_METRICS:
+        return None
+    clat, tlat = RENAMED_METRICS[metric]
+    return f"{metric} was renamed: it meant completion latency; use {clat} (or {tlat} for total latency)"
+
+
 def direction_of(metric: str) -> Direction:
-    """Return which way is better for `metric`; raise KeyError for a metric without one."""
+    """Return which way is better for `metric`; raise KeyError for a metric without one (or renamed)."""
+    if metric in RENAMED_METRICS:
+        raise KeyError(renamed_metric(metric))
     return METRIC_DIRECTIONS[metric]
 
 
@@ -395,6 +423,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     prefix = f"{path}: " if path else ""
     validator, expected, value = error.validator, error.validator_value, error.instance
     description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    renamed = renamed_metric(value) if isinstance(value, str) else None
+    if "propertyNames" in error.schema_path and renamed:
+        return f"{format_path([*error.absolute_path, value])}: {renamed}"
     if "propertyNames" in error.schema_path:
         allowed = f"expected one of {', '.join(expected)}" if validator == "enum" else f"expected {description or error.message}"
         return f"{prefix}key {value!r} is not allowed: {allowed}"

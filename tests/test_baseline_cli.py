@@ -28,7 +28,7 @@ RESULTS: dict[str, Any] = {
             "fingerprint": {"device_model": "virtio-blk", "io_mode": "io_uring", "cache": "none"},
             "samples": {
                 "iops": [10100.5, 9800, 10400],
-                "lat_p99_us": [None, None, None],
+                "clat_p99_us": [None, None, None],
                 "runtime_s": [10, 10, 10],
                 "host_cpu_us_per_io": [310.0, 305.5, 320.0],
             },
@@ -37,7 +37,7 @@ RESULTS: dict[str, Any] = {
             "target": "local/kvmio-lab-good/vdc",
             "profile": "randread-4k-qd1",
             "fingerprint": {"device_model": "virtio-scsi", "io_mode": "native", "cache": "none"},
-            "samples": {"iops": [900, 950, 1000], "lat_p99_us": [2100, 2000, 2200]},
+            "samples": {"iops": [900, 950, 1000], "clat_p99_us": [2100, 2000, 2200]},
         },
     ],
 }
@@ -78,7 +78,7 @@ def test_record_writes_medians_samples_and_fingerprint(
                "--thresholds", str(thresholds), "--at", "2024-05-02") == 0
     captured = capsys.readouterr()
     assert f"{out}: recorded 2 entries (2 new, 0 replaced), 2 in the file" in captured.out
-    assert "lat_p99_us: not measured in every run (None); skipped" in captured.err
+    assert "clat_p99_us: not measured in every run (None); skipped" in captured.err
 
     loaded = load_thresholds(thresholds)  # the written file validates and is found by lookups
     iops = loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "iops")
@@ -91,9 +91,9 @@ def test_record_writes_medians_samples_and_fingerprint(
     }
     cpu = loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "host_cpu_us_per_io")
     assert cpu is not None and cpu.median == 310 and cpu.direction == "lower-is-better"
-    assert loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "lat_p99_us") is None
+    assert loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "clat_p99_us") is None
     assert loaded.baseline("local/kvmio-lab-good/vdb", "randread-4k-qd32x4", "runtime_s") is None
-    latency = loaded.baseline("local/kvmio-lab-good/vdc", "randread-4k-qd1", "lat_p99_us")
+    latency = loaded.baseline("local/kvmio-lab-good/vdc", "randread-4k-qd1", "clat_p99_us")
     assert latency is not None and latency.median == 2100
     assert "samples: [10100.5, 9800, 10400]" in out.read_text()
 
@@ -145,12 +145,12 @@ def test_bad_tolerance_is_rejected_by_the_parser(value: str, capsys: pytest.Capt
 def test_noisy_or_short_samples_warn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "r.json"
     results.write_text(json.dumps({"fingerprint": {}, "results": [
-        {"target": "a/b/c", "profile": "p", "samples": {"iops": [5000, 10000, 9000], "lat_mean_us": [100]}}
+        {"target": "a/b/c", "profile": "p", "samples": {"iops": [5000, 10000, 9000], "clat_mean_us": [100]}}
     ]}))
     run("baseline", "record", "--results", str(results), "--out", str(tmp_path / "o.yaml"))
     err = capsys.readouterr().err
     assert "a/b/c p iops: samples spread 56%, wider than the 15% tolerance" in err
-    assert "a/b/c p lat_mean_us: only 1 run(s)" in err
+    assert "a/b/c p clat_mean_us: only 1 run(s)" in err
     assert "a/b/c p: no storage class in the fingerprint; pass --class or --thresholds" in err
 
 
@@ -165,8 +165,12 @@ def test_noisy_or_short_samples_warn(tmp_path: Path, capsys: pytest.CaptureFixtu
                                                       "samples": {"iops": ["fast"]}}]}),
          "--results {results}: results[0].samples.iops[0]: expected a number or nothing, got 'fast'"),
         (json.dumps({"fingerprint": {}, "results": [{"target": "a/b/c", "profile": "p",
-                                                      "samples": {"lat_p99_us": [None]}}]}),
+                                                      "samples": {"clat_p99_us": [None]}}]}),
          "no result with a recordable metric; nothing was written"),
+        (json.dumps({"fingerprint": {}, "results": [{"target": "a/b/c", "profile": "p",
+                                                      "samples": {"iops": [1], "lat_p99_us": [2100]}}]}),
+         "--results {results}: results[0].samples.lat_p99_us: lat_p99_us was renamed: it meant completion "
+         "latency; use clat_p99_us (or tlat_p99_us for total latency)"),
         (json.dumps({"fingerprint": {"storage_class": "nvme-local"}, "results": [
             {"target": "a/b/c", "profile": "p", "samples": {"iops": [1, 1, 1]}}]}),
          "the results say storage class 'nvme-local' for a/b/c, --class says 'lab-tcg'"),
@@ -208,6 +212,22 @@ def test_invalid_existing_baseline_file_is_left_alone(results: Path, tmp_path: P
     assert f"--out {out}: baselines[0]: missing required key 'at', 'fingerprint', 'metrics'" in str(info.value)
     assert "nothing was written" in str(info.value)
     assert out.read_text() == "version: 1\nbaselines:\n  - target: a/b/c\n    profile: p\n"
+
+
+def test_existing_baseline_file_with_a_renamed_metric_is_refused(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.yaml"
+    old = (
+        "version: 1\nbaselines:\n  - target: a/b/c\n    profile: p\n    at: 2024-05-02\n    fingerprint: {}\n"
+        "    metrics:\n      lat_mean_us: {median: 900}\n"
+    )
+    out.write_text(old)
+    with pytest.raises(CommandError) as info:
+        run("baseline", "record", "--results", str(results), "--out", str(out))
+    assert (
+        f"--out {out}: baselines[0].metrics.lat_mean_us: lat_mean_us was renamed: it meant completion latency; "
+        "use clat_mean_us (or tlat_mean_us for total latency)"
+    ) in str(info.value)
+    assert out.read_text() == old
 
 
 def test_shipped_perf_results_schema_accepts_the_documented_example(results: Path) -> None:

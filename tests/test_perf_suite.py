@@ -42,7 +42,7 @@ classes:
     limits:
       randread-4k-qd128:
         iops: {floor: %(floor)s}
-        lat_mean_us: {ceiling: 100000}
+        clat_mean_us: {ceiling: 100000}
 """
 BASELINE = """version: 1
 baselines:
@@ -131,7 +131,9 @@ def test_perf_results_file_feeds_baseline_record(pytester):
 
     summary, _ = record(pytester.path / "perf.json", pytester.path / "thresholds" / "baselines" / "lab.yaml", at="2024-05-02")
     assert "1 new" in summary
-    run(pytester).assert_outcomes(passed=2 + 11, skipped=5 - 1)  # every recorded metric now has a baseline rule
+    # Every recorded metric now has a baseline rule: iops, bw_bytes, clat mean and 5 percentiles, tlat mean
+    # (no tlat percentiles without lat_percentiles=1), errors, cpu_usr_pct, cpu_sys_pct.
+    run(pytester).assert_outcomes(passed=2 + 12, skipped=5 - 1)
 
 
 def test_write_profile_files_are_evaluated_offline_but_a_missing_profile_skips(pytester):
@@ -166,3 +168,57 @@ def test_fio_results_with_host_is_a_usage_error(pytester):
     result = run(pytester, "--host", "local")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--fio-results evaluates fio files offline and --host runs fio on live hosts; pass one of them*"])
+
+
+def _profile(name: str = "randread-4k-qd128", rw: str = "randread"):
+    from pytest_kvmio.thresholds import Profile
+
+    return Profile(name=name, description="", rw=rw, bs="4k", iodepth=128, numjobs=1, runtime=10, ramp_time=2,
+                   write=rw != "randread")
+
+
+def test_a_job_error_raises_fio_job_error_naming_target_profile_job_and_error():
+    from pytest_kvmio.fio import FioJobError, read_fio
+    from pytest_kvmio.perf import metrics_of
+
+    path = CORPUS / "randtrim-file-error.json"
+    with pytest.raises(FioJobError) as info:
+        metrics_of(read_fio(path), _profile("randtrim-64k", "randtrim"), target="hv01/vm01/vdb")
+    assert str(info.value) == (
+        f"{path}: hv01/vm01/vdb: profile randtrim-64k: fio reported job randtrim: fio error 25 "
+        "(ENOTTY: Inappropriate ioctl for device)"
+    )
+    assert info.value.job_errors == ["job randtrim: fio error 25 (ENOTTY: Inappropriate ioctl for device)"]
+
+
+def test_per_job_entries_combine_completion_and_total_latency():
+    import dataclasses
+
+    from pytest_kvmio.fio import read_fio
+    from pytest_kvmio.perf import metrics_of
+
+    report = read_fio(CORPUS / "randread-numjobs2-perjob.json")
+    first, second = report.metrics
+    combined = metrics_of(report, _profile())
+    assert combined.iops == first.iops + second.iops and combined.jobs_merged == 2
+    for kind in ("clat", "tlat"):
+        means = [getattr(m, f"{kind}_mean_us") for m in (first, second)]
+        assert min(means) <= getattr(combined, f"{kind}_mean_us") <= max(means)
+    assert combined.clat_p99_us == max(first.clat_p99_us, second.clat_p99_us)
+    assert combined.tlat_p99_us is None  # no lat_percentiles: unknown, not 0
+    # A job count fio did not report stays unknown when entries are combined.
+    unknown = dataclasses.replace(report, snapshots=(dataclasses.replace(
+        report.final, metrics=(dataclasses.replace(first, jobs_merged=None), second)),))
+    assert metrics_of(unknown, _profile()).jobs_merged is None
+
+
+def test_a_job_error_in_the_results_is_not_a_measurement(pytester):
+    _, results = setup(pytester)
+    doc = json.loads((CORPUS / "randread-qd128.json").read_text())
+    doc["jobs"][0]["error"] = 5
+    (results / "hv01" / "vm01" / "vdb" / "randread-4k-qd128.2.json").write_text(json.dumps(doc))
+    result = run(pytester)
+    assert result.parseoutcomes().get("passed", 0) == 0
+    result.stdout.fnmatch_lines(
+        ["*hv01/vm01/vdb: profile randread-4k-qd128: fio reported job randread: fio error 5 (EIO: Input/output error)*"]
+    )

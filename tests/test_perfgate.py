@@ -24,7 +24,7 @@ directions = st.sampled_from(["higher-is-better", "lower-is-better"])
 
 def baseline(median: float, tolerance: float = 0.15, direction: Direction = "higher-is-better",
              metric: str | None = None) -> Baseline:
-    metric = metric or ("iops" if direction == "higher-is-better" else "lat_p99_us")
+    metric = metric or ("iops" if direction == "higher-is-better" else "clat_p99_us")
     return Baseline("hv01/db01/vdb", "randread-4k-qd32x4", metric, median, tolerance, direction,
                     "2024-05-02", FINGERPRINT)
 
@@ -109,14 +109,14 @@ def test_missing_values_are_inconclusive_never_passed(samples: list[float | None
     assert decision.outcome is Outcome.INCONCLUSIVE
     assert decision.median is None
     assert "cannot judge against baseline 1,000" in decision.message
-    limit = Limit("nvme-local", "randread-4k-qd1", "lat_p99_us", None, 2_000)
+    limit = Limit("nvme-local", "randread-4k-qd1", "clat_p99_us", None, 2_000)
     assert decide_limit(samples, limit).outcome is Outcome.INCONCLUSIVE
 
 
 def test_none_message_says_why() -> None:
     decision = decide_baseline([None, None, None], baseline(900, direction="lower-is-better"))
     assert decision.message == (
-        "randread-4k-qd32x4 lat_p99_us: not measured in 3 of 3 runs (fio reported no value: gtod_reduce, "
+        "randread-4k-qd32x4 clat_p99_us: not measured in 3 of 3 runs (fio reported no value: gtod_reduce, "
         "no percentiles, or no I/O in that direction); cannot judge against baseline 900 µs (tolerance 15%)"
     )
 
@@ -135,7 +135,7 @@ def test_latency_message_has_units() -> None:
     decision = decide_baseline([400, 412, 430], baseline(298, direction="lower-is-better"))
     assert decision.failed
     assert decision.message == (
-        "randread-4k-qd32x4 lat_p99_us: median 412 µs (samples 400 412 430) is 38% above baseline 298 µs "
+        "randread-4k-qd32x4 clat_p99_us: median 412 µs (samples 400 412 430) is 38% above baseline 298 µs "
         "(tolerance 15%)"
     )
 

@@ -10,10 +10,13 @@ import pytest
 
 from pytest_kvmio.thresholds import (
     METRIC_DIRECTIONS,
+    RENAMED_METRICS,
     Thresholds,
     ThresholdsError,
+    direction_of,
     load_thresholds,
     match_target,
+    renamed_metric,
 )
 
 DATA = Path(__file__).parent / "data" / "thresholds"
@@ -105,7 +108,7 @@ def test_target_globs_match_part_by_part() -> None:
 def test_limits(good: Thresholds) -> None:
     limits = good.limits("nvme-local", "randread-4k-qd32x4")
     assert limits["iops"].floor == 80000 and limits["iops"].ceiling is None
-    assert limits["lat_p99_us"].ceiling == 5000
+    assert limits["clat_p99_us"].ceiling == 5000
     assert good.limits("nvme-local", "seqread-1m") == {}
     with pytest.raises(ThresholdsError, match="no storage class 'hdd'"):
         good.limits("hdd", "seqread-1m")
@@ -118,13 +121,13 @@ def test_baseline_prefers_exact_target_then_first_glob(good: Thresholds) -> None
     assert glob is not None and glob.median == 150000 and glob.tolerance == 0.2
     assert glob.samples == (148000, 150000, 151000) and glob.at == "2024-05-02"
     assert glob.fingerprint["storage_class"] == "nvme-local"
-    latency = good.baseline("hv-nvme-02/db01/vdb", "randread-4k-qd32x4", "lat_p99_us")
+    latency = good.baseline("hv-nvme-02/db01/vdb", "randread-4k-qd32x4", "clat_p99_us")
     assert latency is not None and latency.direction == "lower-is-better" and latency.tolerance == 0.3
     # The exact entry has no latency baseline, so the glob entry provides it.
-    assert good.baseline("hv-nvme-01/db01/vdb", "randread-4k-qd32x4", "lat_p99_us") == latency
+    assert good.baseline("hv-nvme-01/db01/vdb", "randread-4k-qd32x4", "clat_p99_us") == latency
     assert good.baseline("hv-nvme-01/db01/vdc", "randread-4k-qd32x4", "iops") is None
     assert good.baseline("hv-nvme-01/db01/vdb", "seqread-1m", "iops") is None
-    assert set(good.baselines_for("hv-nvme-01/db01/vdb", "randread-4k-qd32x4")) == {"iops", "lat_p99_us"}
+    assert set(good.baselines_for("hv-nvme-01/db01/vdb", "randread-4k-qd32x4")) == {"iops", "clat_p99_us"}
 
 
 @pytest.mark.parametrize("name", BAD_DIRS)
@@ -182,3 +185,39 @@ def test_schema_metric_names_agree_with_the_code() -> None:
     assert set(classes["$defs"]["metric"]["enum"]) == set(METRIC_DIRECTIONS) | {"runtime_s"}
     entry = baselines["$defs"]["entry"]["properties"]["metrics"]
     assert set(entry["propertyNames"]["enum"]) == set(METRIC_DIRECTIONS)
+
+
+def test_latency_metrics_have_a_direction_and_old_names_are_refused() -> None:
+    for kind in ("clat", "tlat"):
+        for stat in ("mean", "p50", "p90", "p99", "p99_9", "p99_99"):
+            assert direction_of(f"{kind}_{stat}_us") == "lower-is-better"
+    assert set(RENAMED_METRICS) == {f"lat_{s}_us" for s in ("mean", "p50", "p90", "p99", "p99_9", "p99_99")}
+    assert not set(RENAMED_METRICS) & set(METRIC_DIRECTIONS)
+    assert renamed_metric("lat_p99_us") == (
+        "lat_p99_us was renamed: it meant completion latency; use clat_p99_us (or tlat_p99_us for total latency)"
+    )
+    assert renamed_metric("clat_p99_us") is None and renamed_metric("iops") is None
+    with pytest.raises(KeyError, match="lat_p99_9_us was renamed.*use clat_p99_9_us"):
+        direction_of("lat_p99_9_us")
+
+
+def test_renamed_metric_in_classes_is_refused_with_file_path_and_new_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(DATA / "bad-renamed-metric-class", tmp_path / "thresholds")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ThresholdsError) as info:
+        load_thresholds("thresholds")
+    assert str(info.value) == (
+        "thresholds/classes.yaml: classes.nvme-local.limits.randread-4k-qd32x4.lat_p99_us: lat_p99_us was renamed: "
+        "it meant completion latency; use clat_p99_us (or tlat_p99_us for total latency)"
+    )
+
+
+def test_renamed_metric_schemas_list_no_old_names() -> None:
+    schemas = REPO / "pytest_kvmio" / "schemas"
+    results = json.loads((schemas / "perf-results.schema.json").read_text())
+    names = results["$defs"]["result"]["properties"]["samples"]["propertyNames"]
+    assert set(names["not"]["enum"]) == set(RENAMED_METRICS)
+    for name in ("classes", "baselines"):
+        assert '"lat_' not in (schemas / f"{name}.schema.json").read_text()
