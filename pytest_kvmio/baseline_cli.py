@@ -1,4 +1,10 @@
-"""`kvmio baseline record`: write baselines from a perf results file into thresholds/baselines/."""
+"""`kvmio baseline record`: write baselines from perf results files into thresholds/baselines/.
+
+Each results file is one session (one `pytest --kvmio-perf-results=PATH` run). Several files
+recorded minutes apart make one baseline: its median is the median of all their samples, and its
+`noise` (perfgate.session_noise) combines the drift between the sessions' medians with the
+dispersion inside each session. With one file the noise is that session's own dispersion only.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +17,16 @@ import re
 import statistics
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pytest_kvmio.cli import CommandError
-from pytest_kvmio.perfgate import spread
+from pytest_kvmio.perfgate import fingerprint_diff, session_noise
 from pytest_kvmio.thresholds import (
+    DEFAULT_NOISE_MULTIPLE,
     DEFAULT_TOLERANCE,
     METRIC_DIRECTIONS,
     Thresholds,
@@ -68,15 +76,24 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     actions = parser.add_subparsers(dest="baseline_command", required=True, metavar="ACTION")
     rec = actions.add_parser(
         "record",
-        help="record medians and samples of a perf results file as baselines",
+        help="record medians, samples and noise of perf results files as baselines",
         description=(
-            "Record the median, raw samples and environment fingerprint of every target, profile and "
-            "metric in a perf results file (schema: perf-results.schema.json) into a baseline YAML file. "
+            "Record the median, raw samples, noise and environment fingerprint of every target, profile and "
+            "metric in perf results files (schema: perf-results.schema.json) into a baseline YAML file. "
+            "Each --results file is one session; give several recorded minutes apart so the noise includes "
+            "the drift between sessions (the gate widens its band to 3 x that noise). "
             "Entries already in the file for other targets or profiles are kept; an entry with the same "
             "target and profile is replaced."
         ),
     )
-    rec.add_argument("--results", required=True, type=Path, metavar="FILE", help="perf results JSON written by the perf suite")
+    rec.add_argument(
+        "--results",
+        required=True,
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="perf results JSON written by the perf suite (--kvmio-perf-results); repeat it for several sessions",
+    )
     rec.add_argument("--out", required=True, type=Path, metavar="FILE", help="baseline YAML, e.g. thresholds/baselines/nvme-local.yaml")
     rec.add_argument(
         "--tolerance",
@@ -168,7 +185,7 @@ def _number(value: float) -> float | int:
 
 
 def record(
-    results: Path,
+    results: Path | Sequence[Path],
     out: Path,
     *,
     tolerance: float | None = None,
@@ -176,8 +193,11 @@ def record(
     thresholds_dir: Path | None = None,
     at: str | None = None,
 ) -> tuple[str, list[str]]:
-    """Merge baselines from a results file into `out`; return a summary line and warnings."""
-    document = _read_results(results)
+    """Merge baselines from one or several results files (sessions) into `out`; return a summary and warnings."""
+    files = [results] if isinstance(results, Path) else list(results)
+    if not files:
+        raise CommandError("--results: no results file given; pass the JSON the perf suite wrote")
+    documents = [(path, _read_results(path)) for path in files]
     thresholds: Thresholds | None = None
     if thresholds_dir is not None:
         try:
@@ -190,48 +210,83 @@ def record(
     }
     recorded_at = at or dt.datetime.now(dt.UTC).date().isoformat()
     warnings: list[str] = []
-    new_entries: dict[tuple[str, str], dict[str, Any]] = {}
+    if len(files) == 1:
+        warnings.append(
+            "one results file: the recorded noise is that session's own dispersion, not the drift between "
+            "sessions; pass --results again with a run recorded minutes later to measure it"
+        )
 
-    for index, result in enumerate(document["results"]):
-        where = f"--results {results}: results[{index}]"
-        target, profile = result["target"], result["profile"]
-        key = (target, profile)
-        if key in new_entries:
-            raise CommandError(f"{where}: a second result for {target} {profile}; merge the samples into one result")
-        if thresholds is not None and profile not in thresholds.profiles:
-            raise CommandError(
-                f"{where}.profile: unknown profile {profile!r}; {thresholds.directory}/profiles.yaml defines "
-                f"{', '.join(thresholds.profiles)}"
-            )
-        fingerprint = {
-            k: v if isinstance(v, str) else json.dumps(v)
-            for k, v in {**document["fingerprint"], **result.get("fingerprint", {})}.items()
-            if v is not None
-        }
-        if storage_class is not None:
-            named = fingerprint.get("storage_class")
-            if named is not None and named != storage_class:
+    # (target, profile) -> the results of every session that measured it, and where it was first seen.
+    sessions: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    fingerprints: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for path, document in documents:
+        in_this_file: set[tuple[str, str]] = set()
+        for index, result in enumerate(document["results"]):
+            where = f"--results {path}: results[{index}]"
+            target, profile = result["target"], result["profile"]
+            key = (target, profile)
+            if key in in_this_file:
+                raise CommandError(f"{where}: a second result for {target} {profile}; merge the samples into one result")
+            in_this_file.add(key)
+            if thresholds is not None and profile not in thresholds.profiles:
                 raise CommandError(
-                    f"{where}: the results say storage class {named!r} for {target}, --class says "
-                    f"{storage_class!r}; drop --class or record this target separately"
+                    f"{where}.profile: unknown profile {profile!r}; {thresholds.directory}/profiles.yaml defines "
+                    f"{', '.join(thresholds.profiles)}"
                 )
-            fingerprint["storage_class"] = storage_class
-        elif "storage_class" not in fingerprint and thresholds is not None:
-            found = thresholds.class_for(target, result.get("serial"))
-            if found is not None:
-                fingerprint["storage_class"] = found.name
+            fingerprint = {
+                k: v if isinstance(v, str) else json.dumps(v)
+                for k, v in {**document["fingerprint"], **result.get("fingerprint", {})}.items()
+                if v is not None
+            }
+            if storage_class is not None:
+                named = fingerprint.get("storage_class")
+                if named is not None and named != storage_class:
+                    raise CommandError(
+                        f"{where}: the results say storage class {named!r} for {target}, --class says "
+                        f"{storage_class!r}; drop --class or record this target separately"
+                    )
+                fingerprint["storage_class"] = storage_class
+            elif "storage_class" not in fingerprint and thresholds is not None:
+                found = thresholds.class_for(target, result.get("serial"))
+                if found is not None:
+                    fingerprint["storage_class"] = found.name
+            if key in fingerprints:
+                first, recorded = fingerprints[key]
+                differences = fingerprint_diff(recorded, fingerprint)
+                if differences:
+                    raise CommandError(
+                        f"{where}: {target} {profile} was measured on another environment than in {first} "
+                        f"({'; '.join(differences)}); record sessions of one environment into one baseline"
+                    )
+            else:
+                fingerprints[key] = (where, fingerprint)
+            sessions.setdefault(key, []).append(result)
+
+    new_entries: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, measured in sessions.items():
+        target, profile = key
+        fingerprint = fingerprints[key][1]
         if "storage_class" not in fingerprint:
             warnings.append(f"{target} {profile}: no storage class in the fingerprint; pass --class or --thresholds")
-
-        previous = old_entries.get(key, {}).get("metrics", {})
+        if len(measured) < len(files):
+            warnings.append(
+                f"{target} {profile}: in {len(measured)} of {len(files)} results files; its noise covers "
+                f"{'that session' if len(measured) == 1 else 'those sessions'} only"
+            )
+        old = old_entries.get(key, {})
+        previous = old.get("metrics", {})
+        multiple = float(old.get("noise_multiple", existing.get("noise_multiple", DEFAULT_NOISE_MULTIPLE)))
         metrics: dict[str, Any] = {}
-        for metric, values in result["samples"].items():
+        names = dict.fromkeys(metric for result in measured for metric in result["samples"])
+        for metric in names:
             label = f"{target} {profile} {metric}"
             if metric in _NOT_BASELINED:
                 continue
             if metric not in METRIC_DIRECTIONS:
                 warnings.append(f"{label}: not a metric baselines track ({', '.join(METRIC_DIRECTIONS)}); skipped")
                 continue
+            per_session = [result["samples"][metric] for result in measured if metric in result["samples"]]
+            values = [v for session in per_session for v in session]
             if any(v is None for v in values):
                 warnings.append(f"{label}: not measured in every run (None); skipped, so it has no baseline")
                 continue
@@ -242,20 +297,26 @@ def record(
             metric_tolerance = tolerance
             if metric_tolerance is None:
                 metric_tolerance = previous.get(metric, {}).get("tolerance", DEFAULT_TOLERANCE)
-            width = spread(values)
-            if width > metric_tolerance:
-                warnings.append(
-                    f"{label}: samples spread {width:.0%}, wider than the {metric_tolerance:.0%} tolerance; "
-                    "the baseline will be noisy: record more runs on a quiet system or widen --tolerance"
-                )
             if len(values) < 3:
                 warnings.append(f"{label}: only {len(values)} run(s); 3 or more make a robust median")
-            metrics[metric] = {
-                "median": _number(median),
-                "tolerance": metric_tolerance,
-                "direction": METRIC_DIRECTIONS[metric],
-                "samples": [_number(v) for v in values],
-            }
+            entry: dict[str, Any] = {"median": _number(median), "tolerance": metric_tolerance}
+            noise = session_noise(per_session)
+            if math.isfinite(noise):
+                noise = round(noise, 3)
+                entry["noise"] = noise
+                band = max(metric_tolerance, multiple * noise)
+                if band > metric_tolerance:
+                    warnings.append(
+                        f"{label}: noise {noise:.0%} over {len(per_session)} session(s) widens the gate's band from "
+                        f"{metric_tolerance:.0%} to {band:.0%} ({multiple:g} × noise); record on a quieter system "
+                        "to narrow it"
+                    )
+            else:
+                warnings.append(f"{label}: samples vary around a zero median; no noise recorded, the band is the tolerance")
+            entry["sessions"] = len(per_session)
+            entry["direction"] = METRIC_DIRECTIONS[metric]
+            entry["samples"] = [_number(v) for v in values]
+            metrics[metric] = entry
         if not metrics:
             warnings.append(f"{target} {profile}: no metric could be recorded; entry skipped")
             continue
@@ -263,31 +324,41 @@ def record(
             "target": target,
             "profile": profile,
             "at": recorded_at,
+            **({"noise_multiple": old["noise_multiple"]} if "noise_multiple" in old else {}),
             "fingerprint": fingerprint,
             "metrics": metrics,
         }
 
     if not new_entries:
-        raise CommandError(f"--results {results}: no result with a recordable metric; nothing was written")
+        named = " ".join(f"--results {path}" for path in files)
+        raise CommandError(f"{named}: no result with a recordable metric; nothing was written")
 
     merged: list[dict[str, Any]] = []
     replaced = 0
-    for entry in existing["baselines"]:
-        key = (entry["target"], entry["profile"])
+    for old_entry in existing["baselines"]:
+        key = (old_entry["target"], old_entry["profile"])
         if key in new_entries:
             merged.append(new_entries.pop(key))
             replaced += 1
         else:
-            merged.append(entry)
+            merged.append(old_entry)
     added = len(new_entries)
     merged.extend(new_entries.values())
-    output = {"version": 1, "baselines": merged}
+    output: dict[str, Any] = {"version": 1}
+    if "noise_multiple" in existing:
+        output["noise_multiple"] = existing["noise_multiple"]
+    output["baselines"] = merged
     try:
         validate("baselines", output, f"--out {out}")
     except ThresholdsError as exc:  # a bug here, not the user's: say so
         raise CommandError(f"refusing to write an invalid baseline file: {exc}") from None
     _write_atomically(out, header + yaml.dump(output, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
-    return f"{out}: recorded {added + replaced} entries ({added} new, {replaced} replaced), {len(merged)} in the file", warnings
+    count = "1 session" if len(files) == 1 else f"{len(files)} sessions"
+    return (
+        f"{out}: recorded {added + replaced} entries ({added} new, {replaced} replaced), {len(merged)} in the file; "
+        f"noise from {count}",
+        warnings,
+    )
 
 
 class _Dumper(yaml.SafeDumper):

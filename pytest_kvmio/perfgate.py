@@ -5,6 +5,17 @@ nor rescues a result. When the runs straddle the decision edge (the limit, or th
 baseline's tolerance band) and their spread, (max - min) / median, exceeds `max_spread`, the
 runs disagree about the answer: the outcome is inconclusive, not a pass or a regression.
 A metric fio could not measure (None, e.g. latency under gtod_reduce) is inconclusive, never a pass.
+
+Noise. `dispersion` is the robust relative dispersion of samples: the normal-scaled median absolute
+deviation over the median (scipy.stats.median_abs_deviation(scale="normal") / median; it estimates
+the relative standard deviation and ignores one wild run among three). `kvmio baseline record`
+stores a baseline's `noise` from one or several sessions (perf results files recorded minutes
+apart): `session_noise` = hypot(between, within), where between is the dispersion of the
+sessions' medians (0 for one session) and within is the median of each session's own dispersion.
+The gate's band around a baseline is max(tolerance, noise_multiple x noise), noise_multiple
+defaulting to DEFAULT_NOISE_MULTIPLE (3). A run outside the band whose own dispersion exceeds
+max(2 x the recorded noise, max_spread) is inconclusive, not failed: it is too noisy to tell a
+regression from its own noise. A baseline without a recorded noise keeps band = tolerance.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from enum import StrEnum
 
 from pytest_kvmio.thresholds import (
     DEFAULT_MAX_SPREAD,
+    DEFAULT_NOISE_MULTIPLE,
     FINGERPRINT_FIELDS,
     Baseline,
     Direction,
@@ -25,14 +37,21 @@ from pytest_kvmio.thresholds import (
 
 __all__ = [
     "DEFAULT_MAX_SPREAD",
+    "DEFAULT_NOISE_MULTIPLE",
+    "NOISY_RUN_FACTOR",
     "Decision",
     "Outcome",
     "decide_baseline",
     "decide_limit",
+    "dispersion",
     "fingerprint_diff",
     "format_value",
+    "session_noise",
     "spread",
 ]
+
+#: A run is "noisier than the baseline" when its dispersion exceeds this multiple of the recorded noise.
+NOISY_RUN_FACTOR = 2.0
 
 
 class Outcome(StrEnum):
@@ -59,6 +78,9 @@ class Decision:
     spread: float | None
     tolerance: float | None = None
     warnings: tuple[str, ...] = ()
+    band: float | None = None  # baselines: the relative band judged against, max(tolerance, K x noise)
+    noise: float | None = None  # this run's dispersion (see `dispersion`)
+    baseline_noise: float | None = None  # the noise recorded with the baseline, None when unknown
 
     @property
     def passed(self) -> bool:
@@ -83,6 +105,26 @@ def spread(samples: Sequence[float]) -> float:
         return 0.0
     middle = abs(statistics.median(samples))
     return (high - low) / middle if middle else math.inf
+
+
+def dispersion(samples: Sequence[float]) -> float:
+    """Return normal-scaled MAD / |median|: 0 for identical samples, inf around a zero median."""
+    from scipy.stats import median_abs_deviation  # only noise figures need scipy: import it late
+
+    deviation = float(median_abs_deviation(samples, scale="normal"))
+    if deviation == 0:
+        return 0.0
+    middle = abs(statistics.median(samples))
+    return deviation / middle if middle else math.inf
+
+
+def session_noise(sessions: Sequence[Sequence[float]]) -> float:
+    """Return hypot(dispersion of the session medians, median of each session's dispersion)."""
+    if not sessions or not all(sessions):
+        raise ValueError("session_noise needs at least one session, each with samples")
+    within = statistics.median(dispersion(s) for s in sessions)
+    between = dispersion([statistics.median(s) for s in sessions]) if len(sessions) > 1 else 0.0
+    return math.hypot(between, within)
 
 
 def format_value(value: float, metric: str = "") -> str:
@@ -143,36 +185,49 @@ def _decide(
     tolerance: float | None = None,
     warnings: tuple[str, ...] = (),
     verdict_text: Callable[[float, bool], str],
+    band: float | None = None,
+    baseline_noise: float | None = None,
+    noisy_above: float | None = None,
+    noisy_text: str = "",
 ) -> Decision:
+    """Judge the median against `edge`; a run out of it with a dispersion over `noisy_above` is inconclusive."""
     head = f"{profile} {metric}"
     values = tuple(samples)
+
+    def make(outcome: Outcome, message: str, middle: float | None = None, width: float | None = None,
+             noise: float | None = None) -> Decision:
+        return Decision(
+            outcome, message, profile, metric, kind, reference, edge, values, middle, width, tolerance, warnings,
+            band=band, noise=noise, baseline_noise=baseline_noise,
+        )
+
     reason = _unusable(values)
     if reason is not None:
-        return Decision(
-            Outcome.INCONCLUSIVE,
-            f"{head}: {reason}; cannot judge against {against}",
-            profile, metric, kind, reference, edge, values, None, None, tolerance, warnings,
-        )
+        return make(Outcome.INCONCLUSIVE, f"{head}: {reason}; cannot judge against {against}")
     numbers = [float(s) for s in values if s is not None]
     middle = statistics.median(numbers)
     width = spread(numbers)
+    noise = dispersion(numbers)
     measured = f"median {format_value(middle, metric)} (samples {_samples_text(numbers)})"
     verdicts = {_acceptable(n, edge, direction) for n in numbers}
     if width > max_spread and len(verdicts) == 2:  # some runs pass, some fail: they straddle the edge
-        return Decision(
+        return make(
             Outcome.INCONCLUSIVE,
             f"{head}: samples {_samples_text(numbers)} (median {format_value(middle, metric)}) straddle "
             f"{edge_text} with a spread of {width:.0%}, over the {max_spread:.0%} that allows a verdict; "
             "rerun on a quieter system or with more runs",
-            profile, metric, kind, reference, edge, values, middle, width, tolerance, warnings,
+            middle, width, noise,
         )
     ok = _acceptable(middle, edge, direction)
     text = verdict_text(middle, ok)
-    return Decision(
-        Outcome.PASSED if ok else Outcome.FAILED,
-        f"{head}: {measured} {text}",
-        profile, metric, kind, reference, edge, values, middle, width, tolerance, warnings,
-    )
+    if not ok and noisy_above is not None and noise > noisy_above:
+        return make(
+            Outcome.INCONCLUSIVE,
+            f"{head}: {measured} {text}, but this run's noise ({noise:.0%}) is over {noisy_text}: "
+            "too noisy to tell a regression from its own noise; rerun on a quieter system or with more runs",
+            middle, width, noise,
+        )
+    return make(Outcome.PASSED if ok else Outcome.FAILED, f"{head}: {measured} {text}", middle, width, noise)
 
 
 def decide_limit(
@@ -212,14 +267,21 @@ def decide_baseline(
     max_spread: float = DEFAULT_MAX_SPREAD,
     fingerprint: Mapping[str, object] | None = None,
 ) -> Decision:
-    """Judge the median of `samples` against a recorded baseline median and its tolerance band."""
+    """Judge the median of `samples` against a recorded baseline median and its band (tolerance or noise)."""
     tolerance = baseline.tolerance
+    band = baseline.band
     reference = baseline.median
     if baseline.direction == "higher-is-better":
-        edge, side = reference * (1 - tolerance), "lower"
+        edge, side = reference * (1 - band), "lower"
     else:
-        edge, side = reference * (1 + tolerance), "upper"
+        edge, side = reference * (1 + band), "upper"
     shown = f"baseline {format_value(reference, baseline.metric)} (tolerance {tolerance:.0%})"
+    widened = ""
+    if band > tolerance and baseline.noise is not None:
+        widened = (
+            f"band widened from {tolerance:.0%} to {band:.0%} by the recorded noise "
+            f"({baseline.noise_multiple:g} × {baseline.noise:.0%})"
+        )
     warnings: tuple[str, ...] = ()
     if fingerprint is not None:
         differences = fingerprint_diff(baseline.fingerprint, fingerprint)
@@ -228,21 +290,45 @@ def decide_baseline(
                 f"baseline of {baseline.target} {baseline.profile} was recorded on {baseline.at} on a "
                 f"different environment: {'; '.join(differences)}",
             )
+    if edge <= 0 and baseline.direction == "higher-is-better" and reference > 0:
+        # The band reaches zero: no median could fall below it, so a pass would prove nothing.
+        return Decision(
+            Outcome.INCONCLUSIVE,
+            f"{baseline.profile} {baseline.metric}: {widened}, so no median can fall below {shown}; "
+            "record the baseline again on a quieter system or from more sessions",
+            baseline.profile, baseline.metric, "baseline", reference, edge, tuple(samples),
+            None, None, tolerance, warnings, band=band, baseline_noise=baseline.noise,
+        )
 
     def verdict(middle: float, ok: bool) -> str:
         if reference == 0:
-            change = "equals" if middle == 0 else "is above"
-            return f"{change} {shown}" + (" — within tolerance" if ok else "")
-        delta = (middle - reference) / reference
-        where = "equals" if delta == 0 else f"is {abs(delta):.0%} {'above' if delta > 0 else 'below'}"
-        return f"{where} {shown}" + (" — within tolerance" if ok else "")
+            where = "equals" if middle == 0 else "is above"
+        else:
+            delta = (middle - reference) / reference
+            where = "equals" if delta == 0 else f"is {abs(delta):.0%} {'above' if delta > 0 else 'below'}"
+        text = f"{where} {shown}"
+        if ok:
+            text += " — within the band" if widened else " — within tolerance"
+        return f"{text}; {widened}" if widened else text
 
+    noisy_above = noisy_text = None
+    if baseline.noise is not None:
+        noisy_above = max(NOISY_RUN_FACTOR * baseline.noise, max_spread)
+        noisy_text = (
+            f"{NOISY_RUN_FACTOR:g} × the baseline's recorded noise ({baseline.noise:.0%}) "
+            f"and the {max_spread:.0%} max spread"
+        )
+    edge_text = f"{format_value(edge, baseline.metric)}, the {side} edge of {shown},"
+    if widened:
+        edge_text = (
+            f"{format_value(edge, baseline.metric)}, the {side} edge of the {band:.0%} band around {shown} "
+            f"({widened}),"
+        )
     return _decide(
         profile=baseline.profile, metric=baseline.metric, kind="baseline", reference=reference, edge=edge,
         direction=baseline.direction, samples=samples, max_spread=max_spread,
-        against=shown, edge_text=f"{format_value(edge, baseline.metric)}, the {side} edge of {shown},",
-        tolerance=tolerance, warnings=warnings,
-        verdict_text=verdict,
+        against=shown, edge_text=edge_text, tolerance=tolerance, warnings=warnings, verdict_text=verdict,
+        band=band, baseline_noise=baseline.noise, noisy_above=noisy_above, noisy_text=noisy_text or "",
     )
 
 

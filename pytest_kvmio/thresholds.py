@@ -28,6 +28,7 @@ import yaml
 
 __all__ = [
     "DEFAULT_MAX_SPREAD",
+    "DEFAULT_NOISE_MULTIPLE",
     "DEFAULT_REPEAT",
     "DEFAULT_TOLERANCE",
     "FINGERPRINT_FIELDS",
@@ -93,6 +94,8 @@ DEFAULT_RAMP_TIME = 2
 DEFAULT_REPEAT = 3
 DEFAULT_TOLERANCE = 0.15
 DEFAULT_MAX_SPREAD = 0.25
+#: A baseline's band is max(tolerance, this x its recorded noise); a baseline file may set `noise_multiple`.
+DEFAULT_NOISE_MULTIPLE = 3.0
 
 _WRITING_RW = frozenset({"write", "randwrite", "rw", "readwrite", "randrw", "trim", "randtrim", "trimwrite"})
 _UNITS = {"": 1, "k": 1024, "m": 1024**2}
@@ -247,6 +250,16 @@ class Baseline:
     fingerprint: Mapping[str, Any]
     samples: tuple[float, ...] = ()
     source: str = ""
+    noise: float | None = None  # relative dispersion over the recorded sessions; None in files before it
+    sessions: int | None = None
+    noise_multiple: float = DEFAULT_NOISE_MULTIPLE
+
+    @property
+    def band(self) -> float:
+        """Return the relative band the gate allows: the tolerance, widened to noise_multiple x noise."""
+        if self.noise is None:
+            return self.tolerance
+        return max(self.tolerance, self.noise_multiple * self.noise)
 
 
 @dataclass(frozen=True)
@@ -605,6 +618,11 @@ def _build_baselines(
                     fingerprint=fingerprint,
                     samples=tuple(float(s) for s in spec.get("samples", ())),
                     source=label,
+                    noise=None if spec.get("noise") is None else float(spec["noise"]),
+                    sessions=spec.get("sessions"),
+                    noise_multiple=float(
+                        entry.get("noise_multiple", document.get("noise_multiple", DEFAULT_NOISE_MULTIPLE))
+                    ),
                 )
             )
     return baselines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,9 @@ def test_noisy_or_short_samples_warn(tmp_path: Path, capsys: pytest.CaptureFixtu
     ]}))
     run("baseline", "record", "--results", str(results), "--out", str(tmp_path / "o.yaml"))
     err = capsys.readouterr().err
-    assert "a/b/c p iops: samples spread 56%, wider than the 15% tolerance" in err
+    # One session: noise is its own dispersion, MAD 1,000 × 1.4826 / median 9,000 = 16.5%.
+    assert "one results file: the recorded noise is that session's own dispersion" in err
+    assert "a/b/c p iops: noise 16% over 1 session(s) widens the gate's band from 15% to 50% (3 × noise)" in err
     assert "a/b/c p clat_mean_us: only 1 run(s)" in err
     assert "a/b/c p: no storage class in the fingerprint; pass --class or --thresholds" in err
 
@@ -238,3 +241,125 @@ def test_shipped_perf_results_schema_accepts_the_documented_example(results: Pat
 
 def test_fixture_baselines_validate() -> None:
     assert load_thresholds(DATA / "good").baselines
+
+
+# --- several sessions: median over all samples, noise from their drift and their own spread ------
+
+SESSION_1: dict[str, Any] = {
+    "fingerprint": {"cpu_model": "QEMU TCG", "kernel": "6.1.0-21-amd64"},
+    "results": [
+        {"target": "local/kvmio-lab-good/vdc", "profile": "randread-4k-qd32x4",
+         "fingerprint": {"storage_class": "lab-tcg"},
+         "samples": {"iops": [9_000, 10_000, 11_000], "host_cpu_us_per_io": [300, 300, 300]}},
+        {"target": "local/kvmio-lab-good/vdd", "profile": "randread-4k-qd32x4",
+         "fingerprint": {"storage_class": "lab-tcg"}, "samples": {"iops": [5_000, 5_000, 5_000]}},
+    ],
+}
+SESSION_2: dict[str, Any] = {
+    "fingerprint": {"cpu_model": "QEMU TCG", "kernel": "6.1.0-21-amd64"},
+    "results": [
+        {"target": "local/kvmio-lab-good/vdc", "profile": "randread-4k-qd32x4",
+         "fingerprint": {"storage_class": "lab-tcg"},
+         "samples": {"iops": [12_600, 14_000, 15_400], "host_cpu_us_per_io": [300, 300, 300]}},
+    ],
+}
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> tuple[Path, Path]:
+    first, second = tmp_path / "perf-1.json", tmp_path / "perf-2.json"
+    first.write_text(json.dumps(SESSION_1))
+    second.write_text(json.dumps(SESSION_2))
+    return first, second
+
+
+def test_several_results_files_record_one_median_noise_and_session_count(
+    sessions: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_kvmio.perfgate import dispersion, session_noise
+
+    out = tmp_path / "baselines" / "lab-tcg.yaml"
+    first, second = sessions
+    assert run("baseline", "record", "--results", str(first), "--results", str(second), "--out", str(out),
+               "--at", "2024-05-02") == 0
+    captured = capsys.readouterr()
+    assert f"{out}: recorded 2 entries (2 new, 0 replaced), 2 in the file; noise from 2 sessions" in captured.out
+    assert "one results file" not in captured.err
+    assert "local/kvmio-lab-good/vdd randread-4k-qd32x4: in 1 of 2 results files; its noise covers that session only" in captured.err
+
+    document = yaml.safe_load(out.read_text())
+    vdc = document["baselines"][0]["metrics"]
+    assert vdc["iops"]["median"] == 11_800  # over all six samples, not a median of medians
+    assert vdc["iops"]["samples"] == [9_000, 10_000, 11_000, 12_600, 14_000, 15_400]
+    assert vdc["iops"]["sessions"] == 2
+    # Between: medians 10,000 and 14,000 → 1.4826 × 2,000 / 12,000 = 24.7%; within: 1.4826 × 10% = 14.8%.
+    expected = session_noise([[9_000, 10_000, 11_000], [12_600, 14_000, 15_400]])
+    assert expected == pytest.approx(math.hypot(dispersion([10_000, 14_000]), 0.14826), abs=1e-4)
+    assert vdc["iops"]["noise"] == round(expected, 3) == 0.288
+    assert vdc["host_cpu_us_per_io"]["noise"] == 0 and vdc["host_cpu_us_per_io"]["sessions"] == 2
+    vdd = document["baselines"][1]["metrics"]["iops"]
+    assert (vdd["noise"], vdd["sessions"]) == (0, 1)
+    assert ("local/kvmio-lab-good/vdc randread-4k-qd32x4 iops: noise 29% over 2 session(s) widens the gate's "
+            "band from 15% to 86% (3 × noise)") in captured.err
+
+
+def test_recorded_noise_widens_the_gate_band_end_to_end(sessions: tuple[Path, Path], thresholds: Path) -> None:
+    from pytest_kvmio.perfgate import decide_baseline
+
+    out = thresholds / "baselines" / "lab-tcg.yaml"
+    first, second = sessions
+    run("baseline", "record", "--results", str(first), "--results", str(second), "--out", str(out))
+    reference = load_thresholds(thresholds).baseline("local/kvmio-lab-good/vdc", "randread-4k-qd32x4", "iops")
+    assert reference is not None and reference.noise == 0.288 and reference.sessions == 2
+    drifted = decide_baseline([8_000, 8_100, 7_900], reference, max_spread=0.5)  # 32% below: in the 86% band
+    assert drifted.passed, drifted.message
+    assert drifted.message.endswith("band widened from 15% to 86% by the recorded noise (3 × 29%)")
+    throttled = decide_baseline([1_000, 1_000, 1_001], reference, max_spread=0.5)
+    assert throttled.failed, throttled.message
+
+
+def test_sessions_from_another_environment_are_refused(sessions: tuple[Path, Path], tmp_path: Path) -> None:
+    first, second = sessions
+    other = dict(SESSION_2, fingerprint={"cpu_model": "QEMU TCG", "kernel": "6.6.13-amd64"})
+    second.write_text(json.dumps(other))
+    out = tmp_path / "o.yaml"
+    with pytest.raises(CommandError) as info:
+        run("baseline", "record", "--results", str(first), "--results", str(second), "--out", str(out))
+    assert str(info.value) == (
+        f"--results {second}: results[0]: local/kvmio-lab-good/vdc randread-4k-qd32x4 was measured on another "
+        f"environment than in --results {first}: results[0] (kernel: recorded '6.1.0-21-amd64', now "
+        "'6.6.13-amd64'); record sessions of one environment into one baseline"
+    )
+    assert not out.exists()
+
+
+def test_a_second_result_in_one_file_is_still_an_error_but_one_per_file_is_a_session(
+    sessions: tuple[Path, Path], tmp_path: Path
+) -> None:
+    first, _ = sessions
+    run("baseline", "record", "--results", str(first), "--results", str(first), "--out", str(tmp_path / "o.yaml"))
+    recorded = yaml.safe_load((tmp_path / "o.yaml").read_text())["baselines"][0]["metrics"]["iops"]
+    assert recorded["sessions"] == 2 and recorded["median"] == 10_000
+
+
+def test_noise_multiple_of_the_file_and_of_a_replaced_entry_survive_re_recording(
+    sessions: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o.yaml"
+    out.write_text(
+        "version: 1\nnoise_multiple: 2\nbaselines:\n"
+        "  - target: local/kvmio-lab-good/vdc\n    profile: randread-4k-qd32x4\n    at: 2023-01-01\n"
+        "    noise_multiple: 1.5\n    fingerprint: {}\n    metrics:\n      iops: {median: 1}\n"
+    )
+    first, second = sessions
+    run("baseline", "record", "--results", str(first), "--results", str(second), "--out", str(out))
+    document = yaml.safe_load(out.read_text())
+    assert document["noise_multiple"] == 2
+    assert document["baselines"][0]["noise_multiple"] == 1.5
+    err = capsys.readouterr().err
+    assert "vdc randread-4k-qd32x4 iops: noise 29% over 2 session(s) widens the gate's band from 15% to 43% (1.5 × noise)" in err
+
+
+def test_results_is_repeatable_in_the_parser() -> None:
+    args = parse("baseline", "record", "--results", "a.json", "--results", "b.json", "--out", "o.yaml")
+    assert args.results == [Path("a.json"), Path("b.json")]

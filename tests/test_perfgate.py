@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
+import statistics
 from types import MappingProxyType
 
 import pytest
+import scipy.stats  # noqa: F401 - perfgate imports it on first use; keep that out of hypothesis deadlines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_kvmio.perfgate import Outcome, decide_baseline, decide_limit, fingerprint_diff, spread
+from pytest_kvmio.perfgate import (
+    Outcome,
+    decide_baseline,
+    decide_limit,
+    dispersion,
+    fingerprint_diff,
+    session_noise,
+    spread,
+)
 from pytest_kvmio.thresholds import Baseline, Direction, Limit
 
 FINGERPRINT = MappingProxyType(
@@ -204,3 +216,156 @@ def test_baseline_decision_warns_about_a_different_environment() -> None:
         "qemu: recorded '7.2.9', now '8.2.0'",
     )
     assert decide_baseline([10_000], baseline(10_000), fingerprint=dict(FINGERPRINT)).warnings == ()
+
+
+# --- a band widened by the recorded noise ------------------------------------------------------
+
+
+def noisy(median: float, noise: float, tolerance: float = 0.15, direction: Direction = "higher-is-better",
+          **extra: float) -> Baseline:
+    return dataclasses.replace(baseline(median, tolerance, direction), noise=noise, sessions=2, **extra)
+
+
+def test_recorded_noise_widens_the_band_and_says_so() -> None:
+    reference = noisy(10_000, 0.12)
+    assert reference.band == pytest.approx(0.36)
+    decision = decide_baseline([7_000, 7_100, 6_900], reference)  # 29% below: out of 15%, inside 36%
+    assert decision.passed, decision.message
+    assert decision.message == (
+        "randread-4k-qd32x4 iops: median 7,000 (samples 7,000 7,100 6,900) is 30% below baseline 10,000 "
+        "(tolerance 15%) — within the band; band widened from 15% to 36% by the recorded noise (3 × 12%)"
+    )
+    assert (decision.band, decision.baseline_noise, decision.tolerance) == (pytest.approx(0.36), 0.12, 0.15)
+    assert decision.edge == pytest.approx(6_400)
+
+
+def test_a_quiet_regression_beyond_the_widened_band_fails() -> None:
+    """The throttled disk: IOPS capped, so its runs agree closely and the drop is outside even a wide band."""
+    decision = decide_baseline([3_000, 3_010, 2_990], noisy(10_000, 0.12))
+    assert decision.failed, decision.message
+    assert decision.message == (
+        "randread-4k-qd32x4 iops: median 3,000 (samples 3,000 3,010 2,990) is 70% below baseline 10,000 "
+        "(tolerance 15%); band widened from 15% to 36% by the recorded noise (3 × 12%)"
+    )
+    assert decision.noise is not None and decision.noise < 0.01
+
+
+def test_a_noisy_run_outside_the_band_is_inconclusive_naming_both_noise_figures() -> None:
+    decision = decide_baseline([1_000, 3_000, 6_000], noisy(10_000, 0.12))  # all below the 6,400 edge
+    assert decision.inconclusive, decision.message
+    assert decision.message == (
+        "randread-4k-qd32x4 iops: median 3,000 (samples 1,000 3,000 6,000) is 70% below baseline 10,000 "
+        "(tolerance 15%); band widened from 15% to 36% by the recorded noise (3 × 12%), but this run's noise "
+        "(99%) is over 2 × the baseline's recorded noise (12%) and the 25% max spread: too noisy to tell a "
+        "regression from its own noise; rerun on a quieter system or with more runs"
+    )
+    assert decision.noise == pytest.approx(0.988, abs=1e-3)
+
+
+def test_the_max_spread_and_twice_the_recorded_noise_both_bound_a_noisy_run() -> None:
+    # Run dispersion 17.8%, entirely below the 8,500 edge (the 2% noise does not widen the band).
+    samples = [6_000, 7_500, 8_400]
+    quiet_baseline = noisy(10_000, 0.02)
+    assert decide_baseline(samples, quiet_baseline, max_spread=0.25).failed  # under the 25% max spread
+    assert decide_baseline(samples, quiet_baseline, max_spread=0.10).inconclusive  # over max(4%, 10%)
+    # Under 2 × 10% (noise_multiple 1 keeps the band at the tolerance, so the samples don't straddle it).
+    assert decide_baseline(samples, noisy(10_000, 0.10, noise_multiple=1), max_spread=0.10).failed
+
+
+def test_noise_within_the_tolerance_leaves_the_band_and_message_alone() -> None:
+    reference = noisy(10_000, 0.04)  # 3 × 4% = 12% < 15%
+    assert reference.band == 0.15
+    decision = decide_baseline([9_000, 9_100, 8_900], reference)
+    assert decision.message.endswith("is 10% below baseline 10,000 (tolerance 15%) — within tolerance")
+    assert "widened" not in decide_baseline([5_000, 5_010, 4_990], reference).message
+
+
+def test_a_baseline_file_without_noise_is_judged_as_before() -> None:
+    """Old files: band = tolerance and a noisy run out of it still fails, with the message of before."""
+    old = baseline(10_000)
+    assert old.noise is None and old.band == 0.15
+    decision = decide_baseline([1_000, 3_000, 6_000], old)
+    assert decision.failed
+    assert decision.message == (
+        "randread-4k-qd32x4 iops: median 3,000 (samples 1,000 3,000 6,000) is 70% below baseline 10,000 "
+        "(tolerance 15%)"
+    )
+    assert (decision.band, decision.baseline_noise) == (0.15, None)
+
+
+def test_noise_multiple_comes_from_the_baseline() -> None:
+    decision = decide_baseline([7_700, 7_800, 7_600], noisy(10_000, 0.12, noise_multiple=2))
+    assert decision.passed
+    assert decision.message.endswith("band widened from 15% to 24% by the recorded noise (2 × 12%)")
+
+
+def test_latency_band_widens_upwards() -> None:
+    decision = decide_baseline([380, 385, 390], noisy(300, 0.10, direction="lower-is-better"))
+    assert decision.passed, decision.message
+    assert "is 28% above baseline 300 µs (tolerance 15%) — within the band; band widened from 15% to 30%" in decision.message
+    assert decide_baseline([420, 425, 430], noisy(300, 0.10, direction="lower-is-better")).failed
+
+
+def test_noise_so_wide_that_no_drop_can_fail_is_inconclusive_not_a_pass() -> None:
+    decision = decide_baseline([100, 101, 99], noisy(10_000, 0.40))
+    assert decision.inconclusive
+    assert decision.message == (
+        "randread-4k-qd32x4 iops: band widened from 15% to 120% by the recorded noise (3 × 40%), so no median "
+        "can fall below baseline 10,000 (tolerance 15%); record the baseline again on a quieter system or from "
+        "more sessions"
+    )
+
+
+def test_straddling_a_widened_band_names_its_edge() -> None:
+    decision = decide_baseline([4_000, 6_000, 9_000], noisy(10_000, 0.12))
+    assert decision.inconclusive
+    assert ("straddle 6,400, the lower edge of the 36% band around baseline 10,000 (tolerance 15%) (band widened "
+            "from 15% to 36% by the recorded noise (3 × 12%)), with a spread of 83%") in decision.message
+
+
+def test_dispersion_and_session_noise() -> None:
+    assert dispersion([5.0, 5.0, 5.0]) == 0
+    assert dispersion([90.0, 100.0, 110.0]) == pytest.approx(scipy.stats.median_abs_deviation(
+        [90.0, 100.0, 110.0], scale="normal") / 100)
+    assert dispersion([90.0, 100.0, 10_000.0]) == pytest.approx(0.148, abs=1e-3)  # one wild run barely counts
+    assert dispersion([0.0, 1.0, 2.0]) == pytest.approx(1.4826, abs=1e-4)
+    assert dispersion([0.0, 0.0, 1.0]) == 0  # median deviation 0: no noise, even around a zero median
+    assert dispersion([-1.0, 0.0, 1.0]) == float("inf")
+    one = [[90.0, 100.0, 110.0]]
+    assert session_noise(one) == dispersion(one[0])  # one session: its own dispersion
+    steady = [[100.0, 100.0, 100.0], [120.0, 120.0, 120.0]]
+    assert session_noise(steady) == pytest.approx(dispersion([100.0, 120.0]))  # drift between sessions only
+    both = [[90.0, 100.0, 110.0], [108.0, 120.0, 132.0]]
+    assert session_noise(both) == pytest.approx(math.hypot(dispersion([100.0, 120.0]), dispersion(one[0])))
+    with pytest.raises(ValueError):
+        session_noise([[1.0], []])
+
+
+def test_noise_aware_band_cuts_false_alarms_on_a_drifting_system_and_still_catches_a_deep_drop() -> None:
+    """Simulate a system whose level drifts 15 % between sessions (runs within one vary 5 %), seeded.
+
+    A fixed 15 % band fails about one unchanged run in five; a baseline recorded from two sessions
+    widens its band to the noise it measured and fails about a third as many (two sessions estimate
+    the drift only roughly). A throttle to a quarter of the baseline fails every time the band leaves
+    room for it (band under 70 %, here 85 % of the baselines).
+    """
+    rng = random.Random(20240502)
+
+    def session(level: float) -> list[float]:
+        return [rng.gauss(level, level * 0.05) for _ in range(3)]
+
+    fixed = aware = caught = room = 0
+    for _ in range(1_000):
+        recorded = [session(10_000 * (1 + rng.gauss(0, 0.15))) for _ in range(2)]
+        median = statistics.median(v for s in recorded for v in s)
+        plain = baseline(median)
+        measured = dataclasses.replace(plain, noise=round(session_noise(recorded), 3), sessions=2)
+        unchanged = session(10_000 * (1 + rng.gauss(0, 0.15)))
+        fixed += decide_baseline(unchanged, plain).failed
+        aware += decide_baseline(unchanged, measured).failed
+        if measured.band < 0.7:
+            room += 1
+            caught += decide_baseline([rng.gauss(median / 4, median / 400) for _ in range(3)], measured).failed
+    assert fixed > 150
+    assert aware < fixed / 2
+    assert caught == room > 800

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_kvmio.thresholds import (
+    DEFAULT_NOISE_MULTIPLE,
     METRIC_DIRECTIONS,
     RENAMED_METRICS,
     Thresholds,
@@ -221,3 +222,65 @@ def test_renamed_metric_schemas_list_no_old_names() -> None:
     assert set(names["not"]["enum"]) == set(RENAMED_METRICS)
     for name in ("classes", "baselines"):
         assert '"lat_' not in (schemas / f"{name}.schema.json").read_text()
+
+
+# --- recorded noise (kvmio baseline record from several sessions) -------------------------------
+
+NOISY_BASELINES = """version: 1
+noise_multiple: 4
+baselines:
+  - target: hv-nvme-01/db01/vdb
+    profile: randread-4k-qd32x4
+    at: "2024-05-02"
+    fingerprint: {storage_class: nvme-local}
+    metrics:
+      iops: {median: 150000, tolerance: 0.15, noise: 0.05, sessions: 2, samples: [148000, 150000, 151000]}
+  - target: hv-nvme-02/db01/vdb
+    profile: randread-4k-qd32x4
+    at: "2024-05-02"
+    noise_multiple: 2
+    fingerprint: {storage_class: nvme-local}
+    metrics:
+      iops: {median: 150000, noise: 0.12, sessions: 3}
+      bw_bytes: {median: 600000000}
+"""
+
+
+def test_noise_fields_load_and_widen_the_band(tmp_path: Path) -> None:
+    shutil.copytree(DATA / "good", tmp_path / "t")
+    (tmp_path / "t" / "baselines" / "nvme-local.yaml").write_text(NOISY_BASELINES)
+    loaded = load_thresholds(tmp_path / "t")
+    file_level = loaded.baseline("hv-nvme-01/db01/vdb", "randread-4k-qd32x4", "iops")
+    assert file_level is not None
+    assert (file_level.noise, file_level.sessions, file_level.noise_multiple) == (0.05, 2, 4)
+    assert file_level.band == pytest.approx(0.20)  # max(15%, 4 × 5%)
+    entry_level = loaded.baseline("hv-nvme-02/db01/vdb", "randread-4k-qd32x4", "iops")
+    assert entry_level is not None and entry_level.noise_multiple == 2 and entry_level.band == pytest.approx(0.24)
+    no_noise = loaded.baseline("hv-nvme-02/db01/vdb", "randread-4k-qd32x4", "bw_bytes")
+    assert no_noise is not None and (no_noise.noise, no_noise.sessions, no_noise.band) == (None, None, 0.15)
+
+
+def test_baselines_without_noise_default_to_the_tolerance(good: Thresholds) -> None:
+    assert good.baselines
+    for baseline in good.baselines:
+        assert baseline.noise is None and baseline.noise_multiple == DEFAULT_NOISE_MULTIPLE
+        assert baseline.band == baseline.tolerance
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("noise: 0.05", "noise: -0.05", "baselines[0].metrics.iops.noise: expected a number >= 0, got -0.05"),
+        ("sessions: 2", "sessions: 0", "baselines[0].metrics.iops.sessions: expected a number >= 1, got 0"),
+        ("sessions: 2", "sessions: two", "baselines[0].metrics.iops.sessions: expected an integer, got 'two'"),
+        ("noise_multiple: 4", "noise_multiple: 0", "noise_multiple: expected a number > 0, got 0"),
+        ("    noise_multiple: 2", "    noise_multiple: lots",
+         "baselines[1].noise_multiple: expected a number, got 'lots'"),
+    ],
+)
+def test_bad_noise_fields_name_the_file_and_path(tmp_path: Path, old: str, new: str, message: str) -> None:
+    shutil.copytree(DATA / "good", tmp_path / "t")
+    (tmp_path / "t" / "baselines" / "nvme-local.yaml").write_text(NOISY_BASELINES.replace(old, new, 1))
+    with pytest.raises(ThresholdsError) as info:
+        load_thresholds(tmp_path / "t")
+    assert f"t/baselines/nvme-local.yaml: {message}" in str(info.value)
