@@ -222,3 +222,34 @@ def test_a_job_error_in_the_results_is_not_a_measurement(pytester):
     result.stdout.fnmatch_lines(
         ["*hv01/vm01/vdb: profile randread-4k-qd128: fio reported job randread: fio error 5 (EIO: Input/output error)*"]
     )
+
+
+def test_a_baseline_for_a_disk_without_a_storage_class_is_judged(pytester):
+    """No class matches the disk: the baseline rule still judges it (with the default max spread)."""
+    thresholds, _ = setup(pytester, baseline=110000)
+    (thresholds / "classes.yaml").write_text((CLASSES % {"floor": 1000}).replace('"hv01/*/*"', '"hv02/*/*"'))
+    result = run(pytester, "--kvmio-json", "v.json")
+    assert "AttributeError" not in result.stdout.str()
+    (judged,) = [v for v in verdicts(pytester.path / "v.json") if "perf" in v["facts"] and v["rule"] == "perf-baseline"]
+    assert judged["outcome"] == "failed", judged["message"]
+    assert "randread-4k-qd128 iops: median 54,655" in judged["message"]
+    assert "50% below baseline 110,000 (tolerance 15%)" in judged["message"]
+
+
+NOISY_BASELINE = BASELINE.replace("iops: {median: %(median)s}", "iops: {median: %(median)s, noise: 0.1, sessions: 2}")
+
+
+@pytest.mark.parametrize(("median", "outcome"), [(70000, "passed"), (110000, "failed")])
+def test_recorded_noise_widens_the_baseline_band_in_the_suite(pytester, median, outcome):
+    thresholds, _ = setup(pytester)
+    (thresholds / "baselines" / "lab.yaml").write_text(NOISY_BASELINE % {"median": median})
+    run(pytester, "--kvmio-json", "v.json", "-k", "baseline")
+    (judged,) = [v for v in verdicts(pytester.path / "v.json") if "perf" in v["facts"] and v["rule"] == "perf-baseline"]
+    perf = judged["facts"]["perf"]
+    assert judged["outcome"] == outcome  # 22% below passes the 30% band; 50% below fails it
+    assert (perf["tolerance"], perf["band"], perf["baseline_noise"]) == (0.15, pytest.approx(0.3), 0.1)
+    assert perf["noise"] == 0  # the same fio file three times
+    if outcome == "failed":
+        assert judged["message"].endswith(
+            "50% below baseline 110,000 (tolerance 15%); band widened from 15% to 30% by the recorded noise (3 × 10%)"
+        )
