@@ -1,8 +1,12 @@
 """The perf suite against the running kvmio lab: safety refusal, baseline → throttle → fail → pass.
 
 The `lab` fixture (tests/conftest.py) brings the lab up first.
-TCG guests on a shared 2-core host are noisy (runs of one profile spread 30-70 %), so baselines here
-are recorded with a 35 % tolerance; a throttle to half the baseline IOPS is still far outside it.
+TCG guests on a shared 2-core host are noisy (runs of one profile spread 30-70 %, and drift between
+minutes), so no test here tunes a band: each records its baseline from two short sessions
+(`kvmio baseline record --results perf-1.json --results perf-2.json`) and the gate widens the 15 %
+tolerance to 3 x the noise it measured. An unchanged disk may come out passed or inconclusive,
+never failed; a disk throttled well below the band must fail. Lines starting `kvmio-lab-stability:`
+are read by benchmarks/bench_lab_stability.py.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from pytest_kvmio.thresholds import Baseline, load_thresholds
 from tests.conftest import REPO, SUITES
 
 pytestmark = pytest.mark.lab
@@ -60,60 +65,75 @@ def suite(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
 
 
-def test_baseline_then_throttle_fails_then_unthrottled_passes(workdir):
-    # TCG guests on 2 shared cores drift by up to ~40% between minutes; 5 runs per median and a 45%
-    # tolerance keep an unchanged disk passing, and a throttle to 45% of the baseline (a 55% drop)
-    # still fails with room to spare.
-    select = ["-k", f"{SCRATCH} and {PROFILE} and iops", "--fio-repeat", "5"]
-    recorded = suite(workdir, *select, "--kvmio-perf-results", "perf.json")
-    assert recorded.returncode == 0, recorded.stdout[-3000:]
+SELECT = ["-k", f"{SCRATCH} and {PROFILE} and iops"]
+UNCHANGED = ("passed", "inconclusive")
+
+
+def record_from_two_sessions(workdir: Path) -> Baseline:
+    """Run the suite twice (two sessions, a run apart) and record one baseline from both results files."""
+    for n in (1, 2):
+        session = suite(workdir, *SELECT, "--kvmio-perf-results", f"perf-{n}.json")
+        assert session.returncode == 0, session.stdout[-3000:]
     record = subprocess.run(
-        [sys.executable, "-m", "pytest_kvmio.cli", "baseline", "record", "--results", "perf.json",
-         "--out", "thresholds/baselines/lab-tcg.yaml", "--tolerance", "0.45", "--thresholds", "thresholds"],
+        [sys.executable, "-m", "pytest_kvmio.cli", "baseline", "record", "--results", "perf-1.json",
+         "--results", "perf-2.json", "--out", "thresholds/baselines/lab-tcg.yaml", "--thresholds", "thresholds"],
         cwd=workdir, capture_output=True, text=True, timeout=60,
     )
     assert record.returncode == 0, record.stderr
-    samples = json.loads((workdir / "perf.json").read_text())["results"][0]["samples"]["iops"]
-    median = sorted(samples)[len(samples) // 2]
-    print(f"baseline iops samples {samples}, median {median:.0f}")
+    baseline = load_thresholds(workdir / "thresholds").baseline(f"local/{DOMAIN}/{SCRATCH}", PROFILE, "iops")
+    assert baseline is not None and baseline.sessions == 2 and baseline.noise is not None, record.stderr
+    print(
+        f"kvmio-lab-stability: baseline iops {baseline.median:.0f} from samples {list(baseline.samples)}, "
+        f"noise {baseline.noise:.0%}, band {baseline.band:.0%}"
+    )
+    return baseline
 
-    passing = suite(workdir, *select)
-    assert passing.returncode == 0, passing.stdout[-3000:]
-    assert "perf-baseline" in passing.stdout
 
-    limit = max(100, int(median * 0.45))
+def baseline_verdict(workdir: Path) -> dict[str, Any]:
+    """Run the selected rules once against the recorded baseline; return the perf-baseline verdict."""
+    summary = workdir / "v.json"
+    summary.unlink(missing_ok=True)
+    run = suite(workdir, *SELECT, "--kvmio-json", str(summary))
+    assert summary.exists(), run.stdout[-3000:]
+    found = [v for v in json.loads(summary.read_text())["verdicts"] if v["rule"] == "perf-baseline"]
+    assert len(found) == 1, run.stdout[-3000:]
+    return found[0]
+
+
+def test_baseline_then_throttle_fails_then_unthrottled_passes(workdir):
+    baseline = record_from_two_sessions(workdir)
+    # A band this wide leaves a throttle nowhere clearly outside it: the host was too busy to record on.
+    assert baseline.band < 0.8, f"recorded noise {baseline.noise:.0%} widens the band to {baseline.band:.0%}"
+
+    unchanged = baseline_verdict(workdir)
+    print(f"kvmio-lab-stability: unchanged {unchanged['outcome']}: {unchanged['message']}")
+    assert unchanged["outcome"] in UNCHANGED, unchanged["message"]
+
+    # Half the lower edge of the band: clearly outside it however wide the recorded noise made it.
+    limit = max(50, int(baseline.median * (1 - baseline.band) / 2))
     virsh("blkdeviotune", DOMAIN, SCRATCH, "--total-iops-sec", str(limit), "--live")
     try:
-        throttled = suite(workdir, *select)
+        throttled = baseline_verdict(workdir)
     finally:
         virsh("blkdeviotune", DOMAIN, SCRATCH, "--total-iops-sec", "0", "--live")
-    out = throttled.stdout
-    print(out[-2000:])
-    assert throttled.returncode == 1, out[-3000:]
-    line = next(l for l in out.splitlines() if "below baseline" in l)
-    assert re.search(rf"{DOMAIN}/{SCRATCH}: {PROFILE} iops: median [\d,]+ .*% below baseline [\d,]+ \(tolerance 45%\)", line), line
+    print(f"kvmio-lab-stability: throttled to {limit} IOPS: {throttled['outcome']}: {throttled['message']}")
+    assert throttled["outcome"] == "failed", throttled["message"]
+    assert re.search(rf"{PROFILE} iops: median [\d,]+ .*% below baseline [\d,]+ \(tolerance 15%\)",
+                     throttled["message"]), throttled["message"]
 
-    again = suite(workdir, *select)
-    assert again.returncode == 0, again.stdout[-3000:]
+    again = baseline_verdict(workdir)
+    print(f"kvmio-lab-stability: unthrottled {again['outcome']}: {again['message']}")
+    assert again["outcome"] in UNCHANGED, again["message"]
 
 
 def test_unchanged_runs_raise_no_false_alarm(workdir):
-    """Record once, then N unchanged runs against the baseline: count the failures (target 0)."""
+    """Record from two sessions, then N unchanged runs against the baseline: none fails (target 0)."""
     runs = int(os.environ.get("KVMIO_FALSE_ALARM_RUNS", "3"))
-    select = ["-k", f"{SCRATCH} and {PROFILE} and iops"]
-    assert suite(workdir, *select, "--kvmio-perf-results", "perf.json").returncode == 0
-    subprocess.run(
-        [sys.executable, "-m", "pytest_kvmio.cli", "baseline", "record", "--results", "perf.json",
-         "--out", "thresholds/baselines/lab-tcg.yaml", "--tolerance", "0.35"],
-        cwd=workdir, check=True, capture_output=True, timeout=60,
-    )
-    outcomes = []
-    for _ in range(runs):
-        suite(workdir, *select, "--kvmio-json", "v.json")
-        verdicts = json.loads((workdir / "v.json").read_text())["verdicts"]
-        outcomes.append([v["outcome"] for v in verdicts if v["rule"] == "perf-baseline"][0])
-    print(f"false alarms: {outcomes.count('failed')} of {runs} unchanged runs; outcomes {outcomes}")
-    assert outcomes.count("failed") == 0, outcomes
+    record_from_two_sessions(workdir)
+    verdicts = [baseline_verdict(workdir) for _ in range(runs)]
+    outcomes = [v["outcome"] for v in verdicts]
+    print(f"kvmio-lab-stability: unchanged outcomes {outcomes}; false alarms {outcomes.count('failed')} of {runs}")
+    assert all(o in UNCHANGED for o in outcomes), "\n".join(v["message"] for v in verdicts)
 
 
 # --- (a) a write profile against a disk with a filesystem -------------------------------------
