@@ -12,9 +12,17 @@ from lxml import etree
 from pytest_kvmio.cpuset import format_cpuset, parse_cpuset
 from pytest_kvmio.versions import Version
 
-VALID_IO_MODES = ("threads", "native", "io_uring")
-#: QEMU's cache mode when libvirt's <driver> names none.
+#: io modes libvirt accepts; 'default' leaves the choice to QEMU (threads).
+VALID_IO_MODES = ("threads", "native", "io_uring", "default")
+#: QEMU's cache mode when libvirt's <driver> names none (or says cache='default').
 QEMU_DEFAULT_CACHE = "writeback"
+#: QEMU's AIO mode when libvirt's <driver> names none (or says io='default').
+QEMU_DEFAULT_IO = "threads"
+#: Disk types whose I/O bypasses QEMU's block layer: libvirt refuses iothread, cache, io, discard,
+#: iotune and transient on them, so the rules about those settings do not concern them.
+OUTSIDE_BLOCK_LAYER = ("vhostuser", "vhostvdpa")
+#: Network protocols whose images are thin by design (allocated on write).
+THIN_BY_DESIGN_PROTOCOLS = ("rbd",)
 _MACHINE_VERSION = re.compile(r"-(\d+)\.(\d+)$")
 
 
@@ -66,6 +74,18 @@ def _size(n: int | None) -> str:
 
 
 @dataclass(frozen=True)
+class Allocation:
+    """Whether a disk's backing storage is thin (grows on write), and how that is known.
+
+    One fact for every rule that cares (native AIO blocks while a thin image grows; a thin image
+    needs discard to shrink): `thin` is True, False, or None when it can't be known here.
+    """
+
+    thin: bool | None
+    why: str
+
+
+@dataclass(frozen=True)
 class Controller:
     """A `<controller>`; storage rules care about virtio-scsi queues and iothread."""
 
@@ -74,10 +94,17 @@ class Controller:
     model: str | None
     queues: int | None
     iothread: int | None
+    #: Explicit queue -> IOThread mapping (<driver><iothreads><iothread id><queue id/>): IOThread id -> queue ids.
+    iothread_queues: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def is_virtio_scsi(self) -> bool:
-        return self.type == "scsi" and self.model == "virtio-scsi"
+        return self.type == "scsi" and self.model is not None and self.model.startswith("virtio-")
+
+    @property
+    def iothreads(self) -> tuple[int, ...]:
+        """Return every IOThread this controller uses: its iothread attribute and its mapping's ids."""
+        return _used_iothreads(self.iothread, self.iothread_queues)
 
 
 @dataclass(repr=False)
@@ -97,10 +124,14 @@ class Disk:
     detect_zeroes: str | None = None
     iothread: int | None = None
     queues: int | None = None
+    #: Explicit queue -> IOThread mapping (libvirt >= 10.0): IOThread id -> queue ids.
+    iothread_queues: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    transient: bool = False
     source_file: str | None = None
     source_dev: str | None = None
     source_protocol: str | None = None
     source_name: str | None = None
+    source_path: str | None = None
     serial: str | None = None
     readonly: bool = False
     address: dict[str, str] | None = None
@@ -125,16 +156,52 @@ class Disk:
             return self.source_file or self.source_dev
         if self.source_protocol:
             return f"{self.source_protocol}:{self.source_name or ''}"
+        if self.source_path:
+            return f"{self.type}:{self.source_path}"
         return None
 
     @property
     def effective_cache(self) -> str:
-        """Return the cache mode QEMU uses (libvirt leaves it to QEMU when absent)."""
-        return self.cache or QEMU_DEFAULT_CACHE
+        """Return the cache mode QEMU uses (libvirt leaves it to QEMU when absent or 'default')."""
+        return QEMU_DEFAULT_CACHE if self.cache in (None, "default") else self.cache
+
+    @property
+    def effective_io(self) -> str:
+        """Return the AIO mode QEMU uses (libvirt leaves it to QEMU when absent or 'default')."""
+        return QEMU_DEFAULT_IO if self.io in (None, "default") else self.io
+
+    @property
+    def in_block_layer(self) -> bool:
+        """Return True when QEMU's block layer serves the disk (not vhost-user or vhost-vdpa)."""
+        return self.type not in OUTSIDE_BLOCK_LAYER
 
     @property
     def is_virtio_blk(self) -> bool:
         return self.bus == "virtio"
+
+    @property
+    def iothreads(self) -> tuple[int, ...]:
+        """Return every IOThread the disk itself names: its iothread attribute and its mapping's ids."""
+        return _used_iothreads(self.iothread, self.iothread_queues)
+
+    @property
+    def allocation(self) -> Allocation:
+        """Return whether the backing storage is thin, from host facts, the protocol or the format."""
+        if self.type == "block" or self.source_dev or (self.image is not None and self.image.is_block_device):
+            return Allocation(False, f"{self.source or 'a block device'} is a block device")
+        if self.type == "nvme":
+            return Allocation(False, "an NVMe namespace driven by QEMU is a block device")
+        if self.source_protocol in THIN_BY_DESIGN_PROTOCOLS:
+            return Allocation(True, f"{self.source_protocol} images are thin by design")
+        if self.image is not None and self.image.sparse is not None:
+            return Allocation(self.image.sparse, self.image.describe())
+        # A qcow2 is thin unless it was preallocated, and preallocation is exactly what makes tools such as
+        # Nova choose io='native': without the image's allocation, the answer is unknown, not "thin".
+        fmt = f"{self.format} " if self.format else ""
+        if self.image is not None:
+            return Allocation(None, self.image.describe())
+        what = f"{fmt}network image" if self.source_protocol else f"{fmt}image"
+        return Allocation(None, f"{what} {self.source or '(no source)'}: allocation unknown (offline or not readable)")
 
     @property
     def controller(self) -> Controller | None:
@@ -159,10 +226,8 @@ class Disk:
         return self.device in ("disk", "lun")
 
     def describe_allocation(self) -> str:
-        """Say what is known about the backing image, for failure messages."""
-        if self.image is None:
-            return f"{self.id}: image allocation unknown"
-        return f"{self.id}: {self.image.describe()}"
+        """Say what is known about the backing storage, for failure messages."""
+        return f"{self.id}: {self.allocation.why}"
 
     def facts(self) -> dict[str, Any]:
         """Return the disk's configuration as plain values (for verdicts and reports)."""
@@ -173,6 +238,7 @@ class Disk:
             "format": self.format,
             "cache": self.cache,
             "io": self.io,
+            "effective_io": self.effective_io,
             "discard": self.discard,
             "iothread": self.iothread,
             "queues": self.queues,
@@ -180,6 +246,10 @@ class Disk:
             "serial": self.serial,
             "vcpus": self.domain.vcpus,
         }
+        if self.iothread_queues:
+            out["iothread_queues"] = {str(k): list(v) for k, v in self.iothread_queues.items()}
+        if self.transient:
+            out["transient"] = True
         if self.image is not None:
             out["image"] = {
                 "format": self.image.format,
@@ -191,6 +261,8 @@ class Disk:
         ctl = self.controller
         if ctl is not None:
             out["controller"] = {"model": ctl.model, "queues": ctl.queues, "iothread": ctl.iothread}
+            if ctl.iothread_queues:
+                out["controller"]["iothread_queues"] = {str(k): list(v) for k, v in ctl.iothread_queues.items()}
         return out
 
 
@@ -214,13 +286,15 @@ class Domain:
     controllers: list[Controller] = field(default_factory=list)
     disks: list[Disk] = field(default_factory=list)
     running: bool | None = None
+    #: Set when several files define the same domain name: `name@file-stem`, so target ids stay unique.
+    label: str | None = None
 
     def __repr__(self) -> str:
         return f"Domain({self.id})"
 
     @property
     def id(self) -> str:
-        return f"{self.host}/{self.name}"
+        return f"{self.host}/{self.label or self.name}"
 
     @property
     def machine_version(self) -> tuple[int, int] | None:
@@ -274,6 +348,24 @@ def _cpuset(value: str | None, where: str) -> frozenset[int] | None:
         return parse_cpuset(value, source=where)
     except ValueError as exc:
         raise DomainXMLError(str(exc)) from None
+
+
+def _used_iothreads(iothread: int | None, mapping: dict[int, tuple[int, ...]]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(([iothread] if iothread is not None else []) + list(mapping)))
+
+
+def _iothread_queues(drv: etree._Element | None, where: str) -> dict[int, tuple[int, ...]]:
+    """Read <driver><iothreads><iothread id='N'><queue id='Q'/>...: IOThread id -> queue ids."""
+    mapping: dict[int, tuple[int, ...]] = {}
+    if drv is None:
+        return mapping
+    for el in drv.findall("iothreads/iothread"):
+        tid = _int(el, "id", f"{where}: <driver><iothreads><iothread>")
+        if tid is None:
+            raise DomainXMLError(f"{where}: <driver><iothreads><iothread> has no id")
+        queues = [_int(q, "id", f"{where}: <iothread id='{tid}'><queue>") for q in el.findall("queue")]
+        mapping[tid] = tuple(q for q in queues if q is not None)
+    return mapping
 
 
 def _complete_iothread_ids(listed: list[int], count: int) -> tuple[int, ...]:
@@ -344,6 +436,7 @@ def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Dom
                 model=ctl.get("model"),
                 queues=_int(drv, "queues", cwhere) if drv is not None else None,
                 iothread=_int(drv, "iothread", cwhere) if drv is not None else None,
+                iothread_queues=_iothread_queues(drv, cwhere),
             )
         )
     for el in root.findall("devices/disk"):
@@ -368,6 +461,7 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
         bus=target.get("bus") if target is not None else None,
         serial=(el.findtext("serial") or "").strip() or None,
         readonly=el.find("readonly") is not None,
+        transient=el.find("transient") is not None,
         address={str(k): str(v) for k, v in addr.attrib.items()} if addr is not None else None,
     )
     if drv is not None:
@@ -379,11 +473,13 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
         disk.detect_zeroes = drv.get("detect_zeroes")
         disk.iothread = _int(drv, "iothread", f"{dwhere}: <driver>")
         disk.queues = _int(drv, "queues", f"{dwhere}: <driver>")
+        disk.iothread_queues = _iothread_queues(drv, f"{dwhere}: <driver>")
     if src is not None:
         disk.source_file = src.get("file")
         disk.source_dev = src.get("dev")
         disk.source_protocol = src.get("protocol")
         disk.source_name = src.get("name")
+        disk.source_path = src.get("path")  # vhost-user socket
     return disk
 
 
@@ -408,7 +504,25 @@ def load_domain_files(paths: list[str]) -> list[Domain]:
         except OSError as exc:
             raise DomainXMLError(f"{path}: cannot read: {exc.strerror}") from None
         domains.append(parse_domain(data, source=str(path)))
+    _label_repeated_names(domains)
     return domains
+
+
+def _label_repeated_names(domains: list[Domain]) -> None:
+    """Give domains whose name another file also defines a label with their file's stem (`QEMUGuest1@disk-cache`)."""
+    by_name: dict[str, list[Domain]] = {}
+    for dom in domains:
+        by_name.setdefault(dom.name, []).append(dom)
+    taken = {dom.name for dom in domains}
+    for same in by_name.values():
+        if len(same) < 2:
+            continue
+        for dom in same:
+            label, n = f"{dom.name}@{Path(dom.source).stem}", 2
+            while label in taken:
+                label, n = f"{dom.name}@{Path(dom.source).stem}-{n}", n + 1
+            dom.label = label
+            taken.add(label)
 
 
 #: Machine types from this version on give virtio-blk/virtio-scsi one queue per vCPU by default.
