@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_kvmio import catalogue
 from pytest_kvmio.facts import HostFacts
 from pytest_kvmio.versions import Requirement
 
 MARKERS = {
-    "rule(id, severity='normal', facts=None)": "a catalogue rule; its id names the verdict in reports and waivers",
+    "rule(id, severity=None, facts=None, applies=None)": "a catalogue rule; its id names the verdict in reports and "
+    "waivers; severity and applicability come from the catalogue (pytest_kvmio.catalogue) unless given here",
     "requires_io_uring": "skip unless the host supports io_uring (kernel >= 5.1, QEMU >= 5.0, libvirt >= 6.3, "
     "kernel.io_uring_disabled = 0)",
     "requires_kernel(spec)": "skip unless the host kernel satisfies spec, e.g. '>=5.10'",
@@ -27,18 +29,36 @@ def register(config: pytest.Config) -> None:
 
 
 def rule_of(item: pytest.Item) -> tuple[str, str] | None:
-    """Return (rule id, severity) of an item's `rule` marker; a malformed marker is a usage error."""
+    """Return (rule id, severity) of an item's `rule` marker; a malformed marker is a usage error.
+
+    The severity is the marker's, else the catalogue's, else normal.
+    """
     marker = item.get_closest_marker("rule")
     if marker is None:
         return None
     if len(marker.args) != 1 or not isinstance(marker.args[0], str):
         raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.rule takes one rule id string, e.g. rule('disk-cache-safe')")
-    severity = marker.kwargs.get("severity", "normal")
+    entry = catalogue.lookup(marker.args[0])
+    severity = marker.kwargs.get("severity", entry.severity if entry else "normal")
     if severity not in SEVERITIES:
         raise pytest.UsageError(
             f"{item.nodeid}: rule severity {severity!r} is not one of {', '.join(SEVERITIES)}"
         )
     return marker.args[0], severity
+
+
+def applies_of(item: pytest.Item) -> catalogue.Applies | None:
+    """Return the applicability check of an item's rule: the marker's `applies=`, else the catalogue's."""
+    marker = item.get_closest_marker("rule")
+    if marker is None:
+        return None
+    own = marker.kwargs.get("applies")
+    if own is not None:
+        if not callable(own):
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.rule(applies=...) takes a callable of the Scope")
+        return own  # type: ignore[no-any-return]
+    entry = catalogue.lookup(str(marker.args[0])) if marker.args else None
+    return entry.not_applicable if entry is not None else None
 
 
 def unmet_requirement(item: pytest.Item, facts: HostFacts | None) -> str | None:

@@ -1,0 +1,322 @@
+"""The rule catalogue: each rule's id, level, severity, reason, and the targets it applies to.
+
+A rule that does not concern a target (io is not native, the bus has no IOThreads, no guest offline,
+no class or baseline for this disk and profile) makes no test item: `applies` decides that at
+collection, from the domain XML, the host facts and the settings, and the run counts such targets as
+*not applicable* per rule. A skip then only means "applies, but could not be judged".
+
+The suites (`suites/`) implement the rules and name them with `@pytest.mark.rule(ID)`; their
+severity and applicability come from here. A project's own rule may pass `severity=` and
+`applies=` (a callable taking the `Scope`, returning None when the rule applies or the reason it
+does not) in its marker instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_kvmio.domain import Disk, configured_queues
+from pytest_kvmio.targets import Target
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a rule's applicability is decided on: the target, the item's other parameters, the config."""
+
+    target: Target
+    params: Mapping[str, Any] = field(default_factory=dict)
+    config: Any = None
+
+    @property
+    def disk(self) -> Disk:
+        assert self.target.disk is not None, "a disk rule's scope has a disk"
+        return self.target.disk
+
+
+#: None when the rule applies, otherwise why it does not concern the target.
+Applies = Callable[[Scope], "str | None"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One catalogue entry."""
+
+    id: str
+    level: str  # host, domain or disk
+    severity: str
+    summary: str  # the rule in one line (README table)
+    reason: str  # why it exists (the rule's docstring)
+    applies_when: str  # `applies` in words
+    fix: str  # the kind of fix: xml, host, guest, measurement
+    applies: Applies | None = None
+
+    def not_applicable(self, scope: Scope) -> str | None:
+        """Return why the rule does not concern the scope's target, or None when it does."""
+        if self.applies is None or scope.target.host.error is not None:
+            return None  # an unreachable host's items report its error
+        return self.applies(scope)
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "id": self.id, "level": self.level, "severity": self.severity, "summary": self.summary,
+            "reason": self.reason, "applies_when": self.applies_when, "fix": self.fix,
+        }
+
+
+# --- applicability predicates ------------------------------------------------------------------
+
+
+def _block_layer(disk: Disk) -> str | None:
+    if not disk.in_block_layer:
+        return f"{disk.type} disk: its I/O bypasses QEMU's block layer"
+    return None
+
+
+def _io_attribute(scope: Scope) -> str | None:
+    return "no io attribute (QEMU's default)" if scope.disk.io is None else None
+
+
+def _async_io(scope: Scope) -> str | None:
+    disk = scope.disk
+    return _block_layer(disk) or (
+        None if disk.io in ("native", "io_uring") else f"io={disk.effective_io}, not native or io_uring"
+    )
+
+
+def _never_grows(disk: Disk) -> str | None:
+    if disk.transient:
+        return "transient disk: writes go to a throwaway overlay"
+    if disk.readonly:
+        return "read-only disk: its image never grows"
+    return None
+
+
+def _native(scope: Scope) -> str | None:
+    disk = scope.disk
+    if _never_grows(disk):
+        return _never_grows(disk)
+    return _block_layer(disk) or (None if disk.io == "native" else f"io={disk.effective_io}, not native")
+
+
+def _io_uring(scope: Scope) -> str | None:
+    disk = scope.disk
+    return _block_layer(disk) or (None if disk.io == "io_uring" else f"io={disk.effective_io}, not io_uring")
+
+
+def _iothread_capable(scope: Scope) -> str | None:
+    disk = scope.disk
+    if not (disk.is_virtio_blk or disk.is_virtio_scsi):
+        return f"bus {disk.bus} has no IOThread support"
+    return _block_layer(disk)
+
+
+def _virtio_queues(scope: Scope) -> str | None:
+    disk = scope.disk
+    if disk.type == "vhostvdpa":
+        return "vhost-vdpa disk: the device's queues are the hardware's"
+    return None if configured_queues(disk)[1] != "not a virtio disk" else f"bus {disk.bus} is not virtio"
+
+
+def _thin(scope: Scope) -> str | None:
+    disk = scope.disk
+    if _never_grows(disk):
+        return _never_grows(disk)
+    outside = _block_layer(disk)
+    if outside:
+        return outside
+    allocation = disk.allocation
+    return f"not thin: {allocation.why}" if allocation.thin is False else None
+
+
+def _cache(scope: Scope) -> str | None:
+    return _block_layer(scope.disk)
+
+
+def _has_iothreads(scope: Scope) -> str | None:
+    domain = scope.target.domain
+    assert domain is not None
+    return None if domain.iothread_ids else "the domain defines no IOThreads"
+
+
+def _live_guest(scope: Scope) -> str | None:
+    target = scope.target
+    if target.host.offline:
+        return "offline lint: no guest"
+    if target.domain is not None and target.domain.running is False:
+        return "domain not running: no guest"
+    return None
+
+
+def _guest_virtio(scope: Scope) -> str | None:
+    return _live_guest(scope) or (
+        None if scope.disk.is_virtio_blk or scope.disk.is_virtio_scsi else f"bus {scope.disk.bus} is not virtio"
+    )
+
+
+def _guest_irq(scope: Scope) -> str | None:
+    reason = _guest_virtio(scope)
+    if reason is None and scope.disk.domain.vcpus < 2:
+        return "one vCPU: nothing to spread interrupts over"
+    return reason
+
+
+def _live_host(scope: Scope) -> str | None:
+    return "offline lint: no host to read it from" if scope.target.host.offline else None
+
+
+def _flash_devices(scope: Scope) -> str | None:
+    facts = scope.target.host.facts
+    if scope.target.host.offline:
+        return "offline lint: no host to read it from"
+    flash = [b for b in facts.block_devices if not b.is_virtual and (b.is_nvme or b.rotational is False)]
+    return None if flash else "no NVMe or non-rotational block device"
+
+
+def _perf_runnable(scope: Scope) -> str | None:
+    """Return why fio can't concern this disk at all: offline without results, or a write profile on a non-scratch disk."""
+    from pytest_kvmio import perf  # perf loads thresholds (a session setting); the catalogue is below it
+    from pytest_kvmio.fio_runner import is_scratch_serial
+
+    config = scope.config
+    if config.getoption("kvmio_fio_results", None):
+        return None  # results are read from files: nothing runs, nothing is written
+    if scope.target.host.offline:
+        return "offline lint: no guest to run fio in (pass --host, or --fio-results)"
+    profile = scope.params.get("profile")
+    if profile is None:
+        return None
+    pattern = str(config.getini("kvmio_scratch_serial") or "kvmio-scratch*")
+    if perf.state(config).thresholds.profile(str(profile)).write and not is_scratch_serial(scope.disk.serial, pattern):
+        return f"{profile} writes and serial {scope.disk.serial!r} is not scratch ({pattern!r})"
+    return None
+
+
+def _perf_limit(scope: Scope) -> str | None:
+    from pytest_kvmio import perf  # see _perf_runnable
+
+    if "profile" not in scope.params:
+        return None  # a project's own rule whose id starts with perf-: it decides for itself
+    runnable = _perf_runnable(scope)
+    if runnable:
+        return runnable
+    profile, metric = scope.params.get("profile"), scope.params.get("metric")
+    disk = scope.disk
+    thresholds = perf.state(scope.config).thresholds
+    storage_class = thresholds.class_for(disk.id, disk.serial)
+    if storage_class is None:
+        return "no storage class matches the disk"
+    if metric is None or metric not in thresholds.limits(storage_class.name, str(profile)):
+        return f"class {storage_class.name} sets no {metric} limit for {profile}"
+    return None
+
+
+def _perf_baseline(scope: Scope) -> str | None:
+    from pytest_kvmio import perf  # see _perf_runnable
+
+    runnable = _perf_runnable(scope)
+    if runnable:
+        return runnable
+    profile, metric = scope.params.get("profile"), scope.params.get("metric")
+    disk = scope.disk
+    if perf.state(scope.config).thresholds.baseline(disk.id, str(profile), str(metric)) is None:
+        return f"no {metric} baseline for {profile}"
+    return None
+
+
+def _perf_class(scope: Scope) -> str | None:
+    from pytest_kvmio import perf  # see _perf_runnable
+
+    runnable = _perf_runnable(scope)
+    if runnable:
+        return runnable
+    disk = scope.disk
+    if perf.state(scope.config).thresholds.class_for(disk.id, disk.serial) is None:
+        return "no storage class matches the disk"
+    return None
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+RULES: tuple[Rule, ...] = (
+    Rule("host-kernel-min", "host", "critical", "kernel ≥ 5.10",
+         "io_uring arrived in 5.1 but 5.10 is the first LTS kernel where it is stable and complete.",
+         "every host (offline: judged on --assume kernel=...)", "host"),
+    Rule("host-qemu-min", "host", "critical", "QEMU ≥ 5.0",
+         "QEMU 5.0 is the first release with the io_uring AIO backend.",
+         "every host (offline: judged on --assume qemu=...)", "host"),
+    Rule("host-libvirt-min", "host", "critical", "libvirt ≥ 6.3",
+         "libvirt 6.3 is the first release that accepts io='io_uring' in domain XML.",
+         "every host (offline: judged on --assume libvirt=...)", "host"),
+    Rule("host-io-uring-enabled", "host", "critical", "`kernel.io_uring_disabled` is 0 (or absent)",
+         "With kernel.io_uring_disabled at 1 or 2, QEMU (unprivileged) cannot create rings; io_uring disks fail to start.",
+         "live hosts", "host", _live_host),
+    Rule("host-scheduler-none", "host", "normal", "NVMe and non-rotational host disks use scheduler `none`",
+         "The guest already schedules its I/O; a second scheduler on NVMe/SSD adds latency and jitter.",
+         "live hosts with an NVMe or non-rotational block device", "host", _flash_devices),
+    Rule("disk-io-mode-valid", "disk", "blocker",
+         "io ∈ threads, native, io_uring, default (`uring` is a typo libvirt rejects)",
+         "libvirt knows threads, native and io_uring; 'uring' is a common typo it rejects at define time.",
+         "disks with an io attribute", "xml", _io_attribute),
+    Rule("disk-direct-io-for-async", "disk", "critical",
+         "native/io_uring use cache none or directsync (no cache attribute = writeback)",
+         "Linux AIO is only asynchronous with O_DIRECT (libvirt refuses native without it); io_uring through "
+         "the page cache pays for double caching and host-crash exposure.",
+         "io='native' or io='io_uring' on a disk QEMU's block layer serves", "xml", _async_io),
+    Rule("disk-native-not-sparse", "disk", "critical",
+         "no io='native' on a sparse/thin image (block devices are fine)",
+         "Linux AIO blocks while a sparse image grows; guests hang on metadata updates.",
+         "io='native' on a writable, persistent (not transient) disk QEMU's block layer serves", "xml", _native),
+    Rule("disk-io-uring-supported", "disk", "blocker", "io_uring only where the host supports it",
+         "A disk with io='io_uring' fails to start on a host without io_uring (old kernel/QEMU/libvirt or disabled).",
+         "io='io_uring' on a disk QEMU's block layer serves", "host", _io_uring),
+    Rule("disk-iothread-assigned", "disk", "normal",
+         "virtio disks / virtio-scsi controllers use IOThreads that exist (an iothread attribute or a queue mapping)",
+         "Without an IOThread, disk emulation shares the QEMU main loop with everything else and stalls vCPUs.",
+         "virtio-blk disks and disks on a virtio-scsi controller, QEMU's block layer", "xml", _iothread_capable),
+    Rule("domain-iothread-pinned", "domain", "normal", "every IOThread pinned, on host CPUs no vCPU may use",
+         "An IOThread that shares host CPUs with vCPUs competes with the guest it serves; I/O waits on scheduling.",
+         "domains that define IOThreads", "xml", _has_iothreads),
+    Rule("disk-multiqueue", "disk", "normal",
+         "virtio-blk / virtio-scsi queues = vCPUs, up to the hotplug maximum (QEMU's default computed from "
+         "the machine type); an explicit queue→IOThread mapping must cover every queue",
+         "One queue per vCPU lets every vCPU submit I/O without contending for a shared queue.",
+         "virtio-blk disks and disks on a virtio-scsi controller (not vhost-vdpa)", "xml", _virtio_queues),
+    Rule("disk-discard-unmap", "disk", "minor", "thin images (sparse files, rbd) pass discard='unmap'",
+         "Without discard='unmap' a thin image only grows: blocks the guest frees are never returned to the host.",
+         "writable, persistent disks QEMU's block layer serves, unless known to be fully allocated", "xml", _thin),
+    Rule("disk-cache-safe", "disk", "critical", "no cache='unsafe'; writeback passes with a note (guests must flush)",
+         "cache='unsafe' ignores guest flushes: a host crash loses data the guest was told is on disk.",
+         "disks QEMU's block layer serves", "xml", _cache),
+    Rule("guest-scheduler-none", "disk", "normal", "the guest device of a virtio disk uses scheduler `none`",
+         "The host already schedules the real device; a guest scheduler on a virtio disk reorders twice.",
+         "virtio disks of running domains on live hosts", "guest", _guest_virtio),
+    Rule("guest-queues-active", "disk", "normal",
+         "the guest sees as many hardware queues (`/sys/block/DEV/mq/*`) as configured (or QEMU's default)",
+         "Queues configured in libvirt help only if the guest driver really opens them.",
+         "virtio disks of running domains on live hosts", "guest", _guest_virtio),
+    Rule("guest-irq-spread", "disk", "minor",
+         "under a read-only fio load, the disk's virtio request interrupts land on more than one CPU",
+         "If every completion interrupt lands on one vCPU, that vCPU caps the disk's IOPS.",
+         "virtio disks of running domains with 2 or more vCPUs on live hosts", "guest", _guest_irq),
+    Rule("perf-<profile>", "disk", "normal", "the median of a profile's metric meets the storage class's floor/ceiling",
+         "The storage class promises a floor or ceiling for this profile; a median beyond it is broken storage.",
+         "disks whose storage class sets a limit for the profile and metric", "measurement", _perf_limit),
+    Rule("perf-baseline", "disk", "critical", "the median has not regressed beyond the recorded baseline's band",
+         "A change (kernel, QEMU, io mode, template) must not make a disk slower than its recorded baseline.",
+         "disks with a recorded baseline for the profile and metric", "measurement", _perf_baseline),
+    Rule("perf-host-cpu", "disk", "normal", "QEMU's host CPU µs per I/O within the class's bound (else reported)",
+         "CPU the hypervisor spends per guest I/O is what io_uring saves over native and threads; bound it per class.",
+         "disks with a storage class", "measurement", _perf_class),
+)
+BY_ID: dict[str, Rule] = {rule.id: rule for rule in RULES}
+
+
+def lookup(rule_id: str) -> Rule | None:
+    """Return the catalogue entry of a rule id (`perf-<profile>` ids match their pattern)."""
+    found = BY_ID.get(rule_id)
+    if found is None and rule_id.startswith("perf-"):
+        found = next((r for r in RULES if "<" in r.id and fnmatch.fnmatchcase(rule_id, r.id.replace("<profile>", "*"))), None)
+    return found
