@@ -27,7 +27,7 @@ from typing import Any
 import allure
 import pytest
 
-from pytest_kvmio.verdicts import PROP_FACTS, PROP_OUTCOME, PROP_RULE, PROP_SEVERITY, PROP_TARGET
+from pytest_kvmio.verdicts import REC_OUTCOME, REC_WAIVER, record_of
 
 #: Allure categories; first match wins. Regexes match the whole message (Allure 2 uses Java
 #: `matches`), so they are wrapped in [\s\S]* rather than using (?s). Allure 3 takes its categories from
@@ -192,20 +192,20 @@ class AllureKvmio:
         self.problems: list[str] = []
 
     # Registered after plugin.py and allure-pytest, so this wrapper is outside theirs: it sees the
-    # kvmio_* properties and runs while allure-pytest still holds the test result open.
+    # verdict record and runs while allure-pytest still holds the test result open.
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            props = dict(report.user_properties)
-            if props.get(PROP_RULE):
-                self._decorate(item, props)
+            record = record_of(report)
+            if record is not None:
+                self._decorate(item, record)
         return report
 
-    def _decorate(self, item: pytest.Item, props: dict[str, Any]) -> None:
+    def _decorate(self, item: pytest.Item, record: dict[str, Any]) -> None:
         from pytest_kvmio.targets import Target
 
-        rule, target_id = str(props[PROP_RULE]), str(props.get(PROP_TARGET, ""))
+        rule, target_id = str(record["rule"]), str(record.get("target", ""))
         callspec = getattr(item, "callspec", None)
         target = callspec.params.get("kvmio_target") if callspec is not None else None
         target = target if isinstance(target, Target) else None
@@ -219,25 +219,27 @@ class AllureKvmio:
         allure.dynamic.parent_suite(LEVEL_SUITE.get(level, "rules"))
         allure.dynamic.suite(rule)
         allure.dynamic.sub_suite(host)
-        allure.dynamic.severity(allure.severity_level(str(props.get(PROP_SEVERITY, "normal"))))
+        allure.dynamic.severity(allure.severity_level(str(record.get("severity", "normal"))))
         allure.dynamic.tag(rule)
         allure.dynamic.label("kvmio_rule", rule)
         allure.dynamic.label("kvmio_target", target_id)
         allure.dynamic.parameter("kvmio_target", target_id)  # not the Target repr
         doc = inspect.getdoc(getattr(item, "obj", None))
-        outcome = props.get(PROP_OUTCOME)
+        outcome = record.get(REC_OUTCOME)
         description = doc or ""
+        if record.get("source"):
+            allure.dynamic.label("kvmio_source", str(record["source"]))
+            description += f"\n\nSource: `{record['source']}`"
         if outcome:
             allure.dynamic.tag(str(outcome))
             allure.dynamic.label("kvmio_outcome", str(outcome))
-        waiver = props.get("kvmio_waiver")
+        waiver = record.get(REC_WAIVER)
         if waiver:
-            record = json.loads(waiver)
             description += (
-                f"\n\n**Waived** until {record['expires']} ({record.get('ticket', 'no ticket')}, {record['where']}): "
-                f"{record['justification']}\n\nFailure: {record.get('failure', '')}"
+                f"\n\n**Waived** until {waiver['expires']} ({waiver.get('ticket', 'no ticket')}, {waiver['where']}): "
+                f"{waiver['justification']}\n\nFailure: {waiver.get('failure', '')}"
             )
-            allure.attach(json.dumps(record, indent=2), "waiver", allure.attachment_type.JSON)
+            allure.attach(json.dumps(waiver, indent=2), "waiver", allure.attachment_type.JSON)
         if description:
             allure.dynamic.description(description)
         if target is not None and target.domain is not None:
@@ -245,8 +247,7 @@ class AllureKvmio:
         if target is not None:
             facts = target.host.facts.as_dict() | ({"error": target.host.error} if target.host.error else {})
             allure.attach(json.dumps(facts, indent=2, default=str), "host facts", allure.attachment_type.JSON)
-        raw = props.get(PROP_FACTS) or "{}"
-        verdict_facts = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        verdict_facts = dict(record.get("facts") or {})
         allure.attach(json.dumps(verdict_facts, indent=2, default=str, sort_keys=True), "verdict facts",
                       allure.attachment_type.JSON)
         entries = perf_entries(verdict_facts)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pytest_kvmio.domain import Disk, Domain
+from pytest_kvmio.errors import CouldNotJudge
 from pytest_kvmio.facts import HostFacts
 from pytest_kvmio.targets import Target
+from pytest_kvmio.verdicts import EXTRA_FACTS, REC_NOTE, REC_OUTCOME, item_record
 
 
 def _target(request: pytest.FixtureRequest) -> Target:
@@ -65,9 +68,23 @@ def disk(kvmio_target: Target) -> Disk:
 @pytest.fixture
 def kvmio_facts(request: pytest.FixtureRequest) -> dict[str, Any]:
     """A dict a rule fills with the values its verdict used; they go to the JSON summary and reports."""
-    from pytest_kvmio.plugin import EXTRA_FACTS
-
     return request.node.stash.setdefault(EXTRA_FACTS, {})
+
+
+@pytest.fixture
+def kvmio_record(request: pytest.FixtureRequest) -> Callable[[str, object], None]:
+    """Set part of this item's verdict record: `kvmio_record("kvmio_note", text)` (shown for a pass) or
+    `kvmio_record("kvmio_outcome", "inconclusive")`. Unlike `record_property`, nothing goes to JUnit's
+    per-testcase properties, which the xunit2 family forbids."""
+    record = item_record(request.node)
+
+    def set_value(name: str, value: object) -> None:
+        key = {"kvmio_note": REC_NOTE, "kvmio_outcome": REC_OUTCOME}.get(name)
+        if key is None:
+            raise ValueError(f"kvmio_record: unknown key {name!r}; use kvmio_note or kvmio_outcome")
+        record[key] = value
+
+    return set_value
 
 
 def _state(request: pytest.FixtureRequest) -> Any:
@@ -76,8 +93,17 @@ def _state(request: pytest.FixtureRequest) -> Any:
     return request.config.stash[STATE]
 
 
+#: Why a guest can't be used that is the guest's own state or configuration (the rule could be judged
+#: once that changes): its items skip. Anything else (libvirt gone, agent silent) is an error.
+GUEST_SKIP_REASONS = (
+    "domain not running", "domain not found", "agent not configured", "guest-exec disabled",
+    "no agent support in the libvirt driver",
+)
+
+
 def _open_guest(target: Target, spec: str | None) -> Any:
-    from pytest_kvmio.guest import GuestError, guest_host
+    """Return the guest Host, a skip reason (str), or CouldNotJudge for an infrastructure fault."""
+    from pytest_kvmio.guest import GuestError, GuestUnavailable, guest_host
 
     assert target.domain is not None
     if target.domain.running is False:
@@ -85,8 +111,16 @@ def _open_guest(target: Target, spec: str | None) -> Any:
     try:
         dom = target.host.connection.lookupByName(target.domain.name)
         return guest_host(spec, dom, target.host.facts.libvirt_uri)
+    except GuestUnavailable as exc:
+        if exc.reason in GUEST_SKIP_REASONS:
+            return f"{target.domain.id}: guest unavailable: {exc}"
+        return CouldNotJudge(f"{target.domain.id}: guest unreachable: {exc}")
     except GuestError as exc:
-        return f"{target.domain.id}: guest unavailable: {exc}"
+        return CouldNotJudge(f"{target.domain.id}: guest unreachable: {exc}")
+    except Exception as exc:
+        if type(exc).__name__ != "libvirtError":  # a dead libvirtd: the lookup itself fails
+            raise
+        return CouldNotJudge(f"{target.domain.id}: libvirt error while opening the guest: {exc}")
 
 
 def guest_or_reason(config: pytest.Config, target: Target) -> Any:
@@ -108,6 +142,8 @@ def guest(kvmio_target: Target, request: pytest.FixtureRequest) -> Any:
     found = guest_or_reason(request.config, kvmio_target)
     if isinstance(found, str):
         pytest.skip(found)
+    if isinstance(found, CouldNotJudge):
+        raise found
     return found
 
 

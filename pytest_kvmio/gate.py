@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from pytest_kvmio.verdicts import forced_outcome
+
 #: Order in which counts appear in the ticket line.
 SHOWN = ("failed", "error", "inconclusive", "waived", "passed", "skipped", "xfailed", "xpassed")
 #: pytest exit codes the gate keeps as they are: the run itself did not complete.
@@ -20,14 +22,14 @@ NOT_A_RUN = {
 
 def item_outcome(report: pytest.TestReport, previous: str | None) -> str | None:
     """Fold one phase report into the item's outcome (None: this report does not decide it)."""
+    forced = forced_outcome(report)
     if report.failed:
-        if previous == "failed":
+        if previous in ("failed", "error"):
             return previous  # a teardown error after a failed call is still one failed item
-        return "failed" if report.when == "call" else "error"
+        return "failed" if report.when == "call" and forced != "error" else "error"
     if previous is not None:
         return previous
     if report.when == "call" or (report.when == "setup" and report.skipped):
-        forced = dict(report.user_properties).get("kvmio_outcome")
         if forced in ("waived", "inconclusive"):
             return str(forced)
         if hasattr(report, "wasxfail"):

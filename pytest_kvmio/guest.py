@@ -50,6 +50,7 @@ NOT_CONFIGURED = "agent not configured"
 EXEC_DISABLED = "guest-exec disabled"
 AGENT_TIMEOUT = "agent timeout"
 NO_DOMAIN = "domain not found"
+NO_AGENT_SUPPORT = "no agent support in the libvirt driver"
 
 
 # Kill a process and its descendants; minimal guests have no pkill, so read PPid from
@@ -154,6 +155,8 @@ def classify_agent_error(domain: str, exc: BaseException, command: str) -> Guest
         return GuestUnavailable(domain, NOT_CONNECTED, msg, command)
     if "not configured" in low:
         return GuestUnavailable(domain, NOT_CONFIGURED, msg, command)
+    if code == _libvirt_code("VIR_ERR_NO_SUPPORT", 3) or "not supported by the connection driver" in low:
+        return GuestUnavailable(domain, NO_AGENT_SUPPORT, msg, command)
     if "has been disabled" in low or "commanddisabled" in low:
         return GuestUnavailable(domain, EXEC_DISABLED, msg, command)
     if (

@@ -18,7 +18,7 @@ work offline; without it a disk matches classes by target glob only. Optional
 `<profile>[.<n>].hostcpu` files hold the QEMU CPU µs per I/O of that run (one number).
 Every other file is ignored; a directory level that doesn't fit the layout is a usage error.
 
-Inconclusive decisions mark the verdict inconclusive (`record_property("kvmio_outcome",
+Inconclusive decisions mark the verdict inconclusive (`kvmio_record("kvmio_outcome",
 "inconclusive")`) and SKIP the test with the decision's message, so a plain pytest run does not
 fail on noise; `--kvmio-fail-inconclusive` turns them into a failing exit status (gate plugin).
 """
@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from pytest_kvmio.errors import CouldNotJudge
 from pytest_kvmio.fio import LATENCY_METRICS, FioError, FioJobError, FioMetrics, FioReport, read_fio
 from pytest_kvmio.perfgate import Decision, Outcome, format_value
 from pytest_kvmio.thresholds import (
@@ -476,12 +477,12 @@ class DiskFio:
         if isinstance(cached, PerfResult):
             return cached
         if isinstance(cached, BaseException):
-            pytest.fail(f"{self.disk.id}: {name}: {cached}", pytrace=False)
+            raise CouldNotJudge(f"{self.disk.id}: {name}: not measured: {cached}")
         try:
             result = self._read_files(profile) if self.offline else self._measure(profile)
         except (FioError, ThresholdsError) as exc:
             self.perf.results[key] = exc
-            pytest.fail(f"{self.disk.id}: {name}: {exc}", pytrace=False)
+            raise CouldNotJudge(f"{self.disk.id}: {name}: not measured: {exc}") from exc
         except Exception as exc:
             from pytest_kvmio.fio_runner import FioRunError, ScratchRefused
             from pytest_kvmio.guest import GuestError
@@ -490,7 +491,7 @@ class DiskFio:
             if not isinstance(exc, (ScratchRefused, FioRunError, GuestError, HostCpuError)):
                 raise
             self.perf.results[key] = exc
-            pytest.fail(str(exc), pytrace=False)
+            raise CouldNotJudge(f"{self.disk.id}: {name}: not measured: {exc}") from exc
         self.perf.results[key] = result
         return result
 

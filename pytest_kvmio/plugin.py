@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from pytest_kvmio import cpucost, markers
+from pytest_kvmio import catalogue, cpucost, markers
 from pytest_kvmio.connection import ansible_host_specs, parse_host_spec
 from pytest_kvmio.domain import DomainXMLError, load_domain_files
 from pytest_kvmio.facts import assumed_facts
 from pytest_kvmio.options import add_options, setting
 from pytest_kvmio.targets import OFFLINE_HOST, HostTarget, Target, filter_domains, iter_targets, load_host
 from pytest_kvmio.verdicts import (
-    PROP_FACTS, PROP_RULE, PROP_SEVERITY, PROP_TARGET, VerdictCollector, format_table,
+    EXTRA_FACTS, REC_OUTCOME, REPORT_ATTR, VerdictCollector, format_table, is_rule_failure, item_record, message_of,
 )
 
-EXTRA_FACTS = pytest.StashKey[dict[str, Any]]()
+__all__ = ["EXTRA_FACTS", "STATE", "KvmioState"]
 #: Fixtures that make a test per target, from the finest level down.
 LEVEL_FIXTURES = (("disk", ("disk", "fio")), ("domain", ("domain", "guest")), ("host", ("host", "hypervisor")))
 
@@ -174,6 +173,49 @@ def _item_target(item: pytest.Item) -> Target | None:
     return value if isinstance(value, Target) else None
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the items of rules that do not concern their target; count them per rule as not applicable."""
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    kept = []
+    for item in items:
+        target = _item_target(item)
+        rule = markers.rule_of(item) if target is not None else None
+        if rule is not None and target is not None:
+            applies = markers.applies_of(item)
+            callspec = getattr(item, "callspec", None)
+            params = {k: v for k, v in (callspec.params if callspec else {}).items() if k != "kvmio_target"}
+            scope = catalogue.Scope(target, params, config)
+            why = None if target.host.error is not None else applies(scope) if applies is not None else None
+            if why:
+                state.collector.not_applicable[rule[0]] += 1
+                continue
+        kept.append(item)
+    items[:] = kept
+
+
+#: Key of the not-applicable counts pytest-xdist workers hand to the controller (which collects nothing itself).
+XDIST_NOT_APPLICABLE = "kvmio_not_applicable"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    state = session.config.stash.get(STATE, None)
+    if workeroutput is not None and state is not None:
+        workeroutput[XDIST_NOT_APPLICABLE] = dict(state.collector.not_applicable)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Take the not-applicable counts from a pytest-xdist worker (every worker collects the same items)."""
+    counts = getattr(node, "workeroutput", {}).get(XDIST_NOT_APPLICABLE)
+    state = node.config.stash.get(STATE, None)
+    if counts and state is not None and not state.collector.not_applicable:
+        state.collector.not_applicable.update(counts)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     target = _item_target(item)
     if target is not None and target.host.error is not None:
@@ -189,6 +231,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         found = guest_or_reason(item.config, target)
         if isinstance(found, str):
             pytest.skip(f"requires a guest agent: {found}")
+        if isinstance(found, Exception):
+            raise found
 
 
 def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
@@ -212,20 +256,63 @@ def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Attach the item's verdict record to its report: built once here, read by every reporter."""
     report = yield
     rule = markers.rule_of(item)
-    if rule is not None:
-        target = _item_target(item)
-        target_id = _target_id(target) if target else item.name
-        report.user_properties.extend(
-            [
-                (PROP_RULE, rule[0]),
-                (PROP_SEVERITY, rule[1]),
-                (PROP_TARGET, target_id.removesuffix("/unreachable")),
-                (PROP_FACTS, json.dumps(_verdict_facts(item, target), default=str, sort_keys=True)),
-            ]
-        )
+    if rule is None:
+        return report
+    target = _item_target(item)
+    target_id = (_target_id(target) if target else item.name).removesuffix("/unreachable")
+    marks = item_record(item)
+    record: dict[str, Any] = {
+        "rule": rule[0],
+        "severity": rule[1],
+        "target": target_id,
+        "source": _source_file(item.config, target),
+        "facts": _verdict_facts(item, target),
+    }
+    if report.when == "call":
+        record.update({k: v for k, v in marks.items() if v is not None})
+    if not report.passed:
+        message = message_of(report)
+        if report.when == "call" and report.failed and not hasattr(report, "wasxfail") and not is_rule_failure(call):
+            record[REC_OUTCOME] = "error"
+            message = f"kvmio could not judge {rule[0]} on {target_id}: {message}"
+        if record["source"] and record["source"] not in message:
+            message += f" [{record['source']}]"
+        record["message"] = message
+        _name_rule_in_longrepr(report, rule[0], message)
+    setattr(report, REPORT_ATTR, _jsonable(record))
     return report
+
+
+def _source_file(config: pytest.Config, target: Target | None) -> str | None:
+    """Return the domain XML file an offline verdict was judged from (--domain-xml), else None."""
+    if target is None or target.domain is None or not config.getoption("kvmio_domain_xml", None):
+        return None
+    return target.domain.source
+
+
+def _name_rule_in_longrepr(report: pytest.TestReport, rule: str, message: str) -> None:
+    """Start the report's one-line message with the rule id (terminal summary, JUnit message attribute)."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, lineno, "Skipped: reason")
+        report.longrepr = (longrepr[0], longrepr[1], f"Skipped: {rule}: {message}")
+        return
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None and not crash.message.startswith(rule):
+        crash.message = f"{rule}: {message}"
+
+
+def _jsonable(value: Any) -> Any:
+    """Return value with every leaf JSON-encodable (reports travel from xdist workers as JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 def pytest_collection(session: pytest.Session) -> None:
@@ -246,7 +333,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if state is None:
         return
     verdicts = state.collector.sorted()
-    lines = format_table(verdicts)
+    lines = format_table(verdicts, state.collector.not_applicable)
     if not lines:
         return
     terminalreporter.section("kvmio verdicts")

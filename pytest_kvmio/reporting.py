@@ -19,13 +19,15 @@ import pytest
 
 from pytest_kvmio import cpucost
 from pytest_kvmio.gate import Gate, describe_hosts, fail_inconclusive, item_outcome
-from pytest_kvmio.verdicts import PROP_OUTCOME, write_json
+from pytest_kvmio.verdicts import forced_outcome, write_json
 from pytest_kvmio.waivers import WaiverPlugin, resolve
 
 STATUS = {
     "waived": ("waived", "W", ("WAIVED", {"yellow": True})),
     "inconclusive": ("inconclusive", "?", ("INCONCLUSIVE", {"yellow": True})),
 }
+#: A rule body that kvmio could not run to a verdict (a daemon died, the agent timed out, kvmio raised).
+ERROR_STATUS = ("error", "E", ("ERROR", {"red": True}))
 
 
 def register(config: pytest.Config) -> None:
@@ -51,9 +53,11 @@ class ReportingPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:
-        if report.failed or not (report.when == "call" or (report.when == "setup" and report.skipped)):
+        forced = forced_outcome(report)
+        if report.failed:
+            return ERROR_STATUS if report.when == "call" and forced == "error" else None
+        if not (report.when == "call" or (report.when == "setup" and report.skipped)):
             return None
-        forced = dict(report.user_properties).get(PROP_OUTCOME)
         return STATUS.get(str(forced)) if forced else None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -121,7 +125,7 @@ class ReportingPlugin:
         verdicts = state.collector.sorted()
         waived = self.waivers.waived_nodeids if self.waivers is not None else {}
         for verdict in verdicts:
-            verdict.waiver = waived.get(verdict.nodeid)
+            verdict.waiver = verdict.waiver or waived.get(verdict.nodeid)
         hosts = [h.facts.as_dict() | {"error": h.error} for h in state.loaded_hosts]
         write_json(path, verdicts, hosts, {
             "exitstatus": self.gate.exitstatus,
@@ -129,4 +133,4 @@ class ReportingPlugin:
             "host_cpu_per_io": cpucost.by_io_mode(cpucost.cpu_costs(verdicts)),
             "waivers": self.waivers.summary() if self.waivers is not None
             else {"file": None, "applied": [], "expired": [], "unmatched": []},
-        })
+        }, state.collector.not_applicable)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,56 @@ from typing import Any
 import pytest
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "inconclusive", "waived")
-#: user_properties keys that carry kvmio data from the worker/test to the report.
-PROP_RULE, PROP_SEVERITY, PROP_TARGET, PROP_FACTS, PROP_OUTCOME = (
-    "kvmio_rule", "kvmio_severity", "kvmio_target", "kvmio_facts", "kvmio_outcome",
-)
+#: Column of the rules table and key of the JSON summary for targets a rule does not concern (no item).
+NOT_APPLICABLE = "not_applicable"
+#: Keys a rule (or kvmio's own code) sets on its item's record during the run, see `item_record`.
+REC_OUTCOME, REC_NOTE, REC_WAIVER = "outcome", "note", "waiver"
+#: The test report attribute that carries an item's verdict record. A plain JSON-able dict, so it
+#: travels from pytest-xdist workers to the controller with the report, and it stays out of JUnit
+#: (whose xunit2 family allows no per-testcase properties) and out of `user_properties`.
+REPORT_ATTR = "kvmio"
+
+#: Per item: values a rule's verdict used (`kvmio_facts` fixture).
+EXTRA_FACTS = pytest.StashKey[dict[str, Any]]()
+#: Per item: outcome/note/waiver set while the item runs (`kvmio_record` fixture, waivers, perf).
+ITEM_RECORD = pytest.StashKey[dict[str, Any]]()
+
+
+def item_record(item: pytest.Item) -> dict[str, Any]:
+    """Return the item's mutable record of outcome/note/waiver (created on first use)."""
+    return item.stash.setdefault(ITEM_RECORD, {})
+
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def is_rule_failure(call: pytest.CallInfo[Any]) -> bool:
+    """Return True when a failed call is the rule's own verdict: its assertion or pytest.fail.
+
+    Anything else means kvmio could not judge: an exception of another type (a daemon died, the
+    agent timed out, a libvirt error) or an assertion raised inside kvmio's own code.
+    """
+    excinfo = call.excinfo
+    if excinfo is None:
+        return False
+    if excinfo.errisinstance(pytest.fail.Exception):
+        return True
+    if not excinfo.errisinstance(AssertionError):
+        return False
+    raised_in = Path(str(excinfo.traceback[-1].path)).resolve() if excinfo.traceback else None
+    return raised_in is None or not raised_in.is_relative_to(_PACKAGE_DIR)
+
+
+def record_of(report: Any) -> dict[str, Any] | None:
+    """Return the verdict record a test report carries, or None for items that are no kvmio rule."""
+    value = getattr(report, REPORT_ATTR, None)
+    return value if isinstance(value, dict) else None
+
+
+def forced_outcome(report: Any) -> str | None:
+    """Return the outcome kvmio set for this report (waived, inconclusive, error), if any."""
+    record = record_of(report)
+    return str(record[REC_OUTCOME]) if record and record.get(REC_OUTCOME) else None
 
 
 @dataclass
@@ -27,13 +74,14 @@ class Verdict:
     outcome: str
     message: str
     severity: str = "normal"
+    source: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     nodeid: str = ""
     duration: float = 0.0
     waiver: dict[str, Any] | None = None
 
 
-def _message(report: pytest.TestReport) -> str:
+def message_of(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     if longrepr is None:
         return ""
@@ -48,44 +96,47 @@ def _message(report: pytest.TestReport) -> str:
 
 
 class VerdictCollector:
-    """Turn test reports of rule-marked items into verdicts (one per test item)."""
+    """Turn test reports of rule-marked items into verdicts (one per test item), count not-applicable targets."""
 
     def __init__(self) -> None:
         self.verdicts: dict[str, Verdict] = {}
+        #: rule id -> number of targets the rule does not concern (no item was made).
+        self.not_applicable: Counter[str] = Counter()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props = dict(report.user_properties)
-        rule = props.get(PROP_RULE)
-        if rule is None:
+        record = record_of(report)
+        if record is None:
             return
         verdict = self.verdicts.get(report.nodeid)
         if verdict is None:
             verdict = self.verdicts[report.nodeid] = Verdict(
-                rule=str(rule),
-                target=str(props.get(PROP_TARGET, "")),
+                rule=str(record["rule"]),
+                target=str(record.get("target", "")),
                 outcome="passed",
                 message="",
-                severity=str(props.get(PROP_SEVERITY, "normal")),
+                severity=str(record.get("severity", "normal")),
+                source=record.get("source"),
                 nodeid=report.nodeid,
             )
-        raw_facts = props.get(PROP_FACTS) or {}
-        verdict.facts = json.loads(raw_facts) if isinstance(raw_facts, str) else dict(raw_facts)  # type: ignore[call-overload]
+        verdict.facts = dict(record.get("facts") or {})
         verdict.duration += report.duration
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            verdict.outcome = _outcome(report, props)
-            verdict.message = _message(report)
+            verdict.outcome = _outcome(report, record)
+            verdict.message = str(record.get("message") or message_of(report))
+            if record.get(REC_WAIVER):
+                verdict.waiver = dict(record[REC_WAIVER])
         elif report.when == "teardown" and report.failed and verdict.outcome == "passed":
-            verdict.outcome, verdict.message = "error", _message(report)
-        if report.when == "call" and report.passed and props.get("kvmio_note"):
-            verdict.message = str(props["kvmio_note"])
+            verdict.outcome, verdict.message = "error", message_of(report)
+        if report.when == "call" and report.passed and record.get(REC_NOTE):
+            verdict.message = str(record[REC_NOTE])
 
     def sorted(self) -> list[Verdict]:
         return sorted(self.verdicts.values(), key=lambda v: (v.target, v.rule))
 
 
-def _outcome(report: pytest.TestReport, props: dict[str, Any]) -> str:
-    if props.get(PROP_OUTCOME):
-        return str(props[PROP_OUTCOME])
+def _outcome(report: pytest.TestReport, record: dict[str, Any]) -> str:
+    if record.get(REC_OUTCOME):
+        return str(record[REC_OUTCOME])
     if report.skipped:
         return "skipped"
     if report.failed:
@@ -93,15 +144,21 @@ def _outcome(report: pytest.TestReport, props: dict[str, Any]) -> str:
     return "passed"
 
 
-def summary_counts(verdicts: list[Verdict]) -> dict[str, dict[str, int]]:
-    """Count outcomes per rule."""
+def summary_counts(verdicts: list[Verdict], not_applicable: Mapping[str, int] | None = None) -> dict[str, dict[str, int]]:
+    """Count outcomes per rule, and the targets each rule does not concern."""
     table: dict[str, Counter[str]] = defaultdict(Counter)
     for verdict in verdicts:
         table[verdict.rule][verdict.outcome] += 1
+    for rule, count in (not_applicable or {}).items():
+        if count:
+            table[rule][NOT_APPLICABLE] += count
     return {rule: dict(counts) for rule, counts in sorted(table.items())}
 
 
-def write_json(path: str, verdicts: list[Verdict], hosts: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+def write_json(
+    path: str, verdicts: list[Verdict], hosts: list[dict[str, Any]], extra: dict[str, Any],
+    not_applicable: Mapping[str, int] | None = None,
+) -> None:
     """Write the machine-readable summary; the parent directory is created."""
     from pytest_kvmio import __version__
 
@@ -110,8 +167,8 @@ def write_json(path: str, verdicts: list[Verdict], hosts: list[dict[str, Any]], 
         "kvmio_version": __version__,
         "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "hosts": hosts,
-        "totals": {o: totals.get(o, 0) for o in OUTCOMES},
-        "rules": summary_counts(verdicts),
+        "totals": {o: totals.get(o, 0) for o in OUTCOMES} | {NOT_APPLICABLE: sum((not_applicable or {}).values())},
+        "rules": summary_counts(verdicts, not_applicable),
         "verdicts": [
             {k: v for k, v in asdict(verdict).items() if k != "duration"} for verdict in verdicts
         ],
@@ -124,14 +181,14 @@ def write_json(path: str, verdicts: list[Verdict], hosts: list[dict[str, Any]], 
     tmp.replace(target)
 
 
-def format_table(verdicts: list[Verdict]) -> list[str]:
-    """Return the rules × outcomes table as lines for the terminal."""
-    counts = summary_counts(verdicts)
+def format_table(verdicts: list[Verdict], not_applicable: Mapping[str, int] | None = None) -> list[str]:
+    """Return the rules × outcomes table (with a not-applicable column) as lines for the terminal."""
+    counts = summary_counts(verdicts, not_applicable)
     if not counts:
         return []
-    shown = [o for o in OUTCOMES if any(o in c for c in counts.values())]
+    shown = [o for o in (*OUTCOMES, NOT_APPLICABLE) if any(o in c for c in counts.values())]
     width = max(len("rule"), *(len(r) for r in counts))
-    lines = ["rule".ljust(width) + "".join(f"  {o:>12}" for o in shown)]
+    lines = ["rule".ljust(width) + "".join(f"  {o.replace('_', ' '):>14}" for o in shown)]
     for rule, c in counts.items():
-        lines.append(rule.ljust(width) + "".join(f"  {c.get(o, 0):>12}" for o in shown))
+        lines.append(rule.ljust(width) + "".join(f"  {c.get(o, 0):>14}" for o in shown))
     return lines

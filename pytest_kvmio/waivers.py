@@ -3,9 +3,10 @@
 A waiver applies to a *failed call* of a rule-marked test whose rule id equals the waiver's rule
 and whose target id (`hv01`, `hv01/vm01`, `hv01/vm01/vdb`) matches the waiver's glob (`fnmatch`,
 so `*` also matches `/`). The waiver is valid through its `expires` day. A waived report is turned
-into a skip whose reason names the waiver, with user properties `kvmio_outcome=waived` and
-`kvmio_waiver` (JSON), so pytest, JUnit, the JSON summary and Allure all show "waived" and the gate
-does not count it as a failure. Setup errors (unreachable hosts, broken fixtures) are never waived.
+into a skip whose reason names the waiver, and the item's verdict record gets outcome `waived` and
+the waiver, so pytest, JUnit (the skip message), the JSON summary and Allure all show "waived" and the
+gate does not count it as a failure. Errors (unreachable hosts, broken fixtures, a daemon that died
+during the rule) are never waived: only a rule's own failed check is.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.verdicts import PROP_OUTCOME
+from pytest_kvmio.verdicts import REC_OUTCOME, REC_WAIVER, is_rule_failure, item_record
 
-PROP_WAIVER = "kvmio_waiver"
 WAIVED = "waived"
 
 
@@ -161,6 +161,8 @@ class WaiverPlugin:
         report = yield
         if report.when != "call" or not report.failed or hasattr(report, "wasxfail"):
             return report
+        if not is_rule_failure(call):
+            return report  # kvmio could not judge: an error, not a deviation to accept
         from pytest_kvmio.markers import rule_of
 
         rule = rule_of(item)
@@ -181,9 +183,7 @@ class WaiverPlugin:
         report.outcome = "skipped"
         report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: waived by {waiver.where} ({waiver.describe()}): {message}")
         report.sections.append(("kvmio waived failure", failure))
-        props = [(PROP_OUTCOME, WAIVED), (PROP_WAIVER, json.dumps(record, sort_keys=True))]
-        report.user_properties.extend(props)
-        item.user_properties.extend(props)  # JUnit writes the teardown report's properties
+        item_record(item).update({REC_OUTCOME: WAIVED, REC_WAIVER: record})
         return report
 
     def summary(self) -> dict[str, Any]:
