@@ -1,4 +1,8 @@
-"""Disk rules: how each virtual disk reaches its storage (AIO mode, cache, allocation, queues)."""
+"""Disk rules: how each virtual disk reaches its storage (AIO mode, cache, allocation, queues).
+
+Where each rule applies is declared in the catalogue (pytest_kvmio/catalogue.py): a disk the rule does
+not concern (io is not native, a vhost-user disk, a bus without IOThreads) gets no item at all.
+"""
 
 from __future__ import annotations
 
@@ -9,51 +13,40 @@ from pytest_kvmio.domain import VALID_IO_MODES, configured_queues, default_queue
 DIRECT_CACHE_MODES = ("none", "directsync")
 
 
-def _async_io(disk):
-    if disk.io not in ("native", "io_uring"):
-        pytest.skip(f"{disk.id}: io={disk.io or 'default (threads)'} needs no O_DIRECT")
-
-
-@pytest.mark.rule("disk-io-mode-valid", severity="blocker")
+@pytest.mark.rule("disk-io-mode-valid")
 def test_io_mode_is_one_libvirt_knows(disk):
     """libvirt knows threads, native and io_uring; 'uring' is a common typo it rejects at define time."""
-    assert disk.io is None or disk.io in VALID_IO_MODES, (
+    assert disk.io in VALID_IO_MODES, (
         f"{disk.id}: io={disk.io!r} is not one of {', '.join(VALID_IO_MODES)}"
         + ("; write io='io_uring'" if disk.io == "uring" else "")
     )
 
 
-@pytest.mark.rule("disk-direct-io-for-async", severity="critical")
+@pytest.mark.rule("disk-direct-io-for-async")
 def test_async_io_uses_direct_io(disk):
     """Linux AIO is only asynchronous with O_DIRECT (libvirt refuses native without it); io_uring through the page cache pays for double caching and host-crash exposure."""
-    _async_io(disk)
     assert disk.effective_cache in DIRECT_CACHE_MODES, (
         f"{disk.id}: io='{disk.io}' with cache='{disk.effective_cache}'"
-        + ("" if disk.cache else " (QEMU's default, no cache attribute)")
+        + ("" if disk.cache not in (None, "default") else " (QEMU's default)")
         + "; set cache='none' (or 'directsync')"
     )
 
 
-@pytest.mark.rule("disk-native-not-sparse", severity="critical")
+@pytest.mark.rule("disk-native-not-sparse")
 def test_native_aio_is_not_on_a_sparse_image(disk):
     """Linux AIO blocks while a sparse image grows; guests hang on metadata updates."""
-    if disk.io != "native":
-        pytest.skip(f"{disk.id}: io is not native")
-    if disk.type == "block" or disk.source_dev:
-        return  # a block device has no filesystem metadata to update
-    if disk.image is None or disk.image.sparse is None:
-        pytest.skip(f"{disk.describe_allocation()} (offline or not readable); run against the host")
-    assert not disk.image.sparse, (
-        f"{disk.describe_allocation()}: io='native' on a sparse image; "
+    allocation = disk.allocation
+    if allocation.thin is None:
+        pytest.skip(f"{disk.describe_allocation()}; run against the host (--host) to read it")
+    assert not allocation.thin, (
+        f"{disk.id}: io='native' on a sparse image ({allocation.why}); "
         "preallocate it (qemu-img create -o preallocation=full) or use io='io_uring'"
     )
 
 
-@pytest.mark.rule("disk-io-uring-supported", severity="blocker")
+@pytest.mark.rule("disk-io-uring-supported")
 def test_io_uring_only_where_the_host_supports_it(disk, hypervisor):
     """A disk with io='io_uring' fails to start on a host without io_uring (old kernel/QEMU/libvirt or disabled)."""
-    if disk.io != "io_uring":
-        pytest.skip(f"{disk.id}: io is not io_uring")
     supported, why = hypervisor.io_uring_support()
     if supported is None:
         hint = " (offline: supply them with --assume kernel=...,qemu=...,libvirt=...)" if hypervisor.offline else ""
@@ -61,32 +54,47 @@ def test_io_uring_only_where_the_host_supports_it(disk, hypervisor):
     assert supported, f"{disk.id}: io='io_uring' but {hypervisor.name} has {why}; use io='native' or upgrade"
 
 
-@pytest.mark.rule("disk-iothread-assigned", severity="normal")
+@pytest.mark.rule("disk-iothread-assigned")
 def test_virtio_disk_uses_an_existing_iothread(disk):
     """Without an IOThread, disk emulation shares the QEMU main loop with everything else and stalls vCPUs."""
     if disk.is_virtio_blk:
-        where, iothread = f"<driver iothread='{disk.iothread}'>", disk.iothread
-    elif disk.is_virtio_scsi:
-        ctl = disk.controller
-        where, iothread = f"virtio-scsi controller {ctl.index} <driver iothread='{ctl.iothread}'>", ctl.iothread
+        owner, used = "the disk's <driver>", disk.iothreads
     else:
-        pytest.skip(f"{disk.id}: bus {disk.bus} has no IOThread support")
+        ctl = disk.controller
+        owner, used = f"virtio-scsi controller {ctl.index}'s <driver>", ctl.iothreads
     defined = disk.domain.iothread_ids
-    assert iothread is not None, (
-        f"{disk.id}: no IOThread assigned; add <iothreads>1</iothreads> and "
-        + ("iothread='1' to the disk's <driver>" if disk.is_virtio_blk else "<driver iothread='1'/> to its controller")
+    assert used, (
+        f"{disk.id}: no IOThread assigned; "
+        + (f"add iothread='{defined[0]}' to {owner} (the domain has IOThreads {list(defined)})" if defined
+           else f"add <iothreads>1</iothreads> to the domain and iothread='1' to {owner}")
     )
-    assert iothread in defined, (
-        f"{disk.id}: {where} but the domain defines IOThreads {list(defined) or 'none'}; add it to <iothreads>"
+    missing = [t for t in used if t not in defined]
+    assert not missing, (
+        f"{disk.id}: {owner} uses IOThread(s) {missing} but the domain defines IOThreads "
+        f"{list(defined) or 'none'}; add them to <iothreads>/<iothreadids>"
     )
 
 
-@pytest.mark.rule("disk-multiqueue", severity="normal")
+@pytest.mark.rule("disk-multiqueue")
 def test_virtio_queues_match_vcpus(disk, hypervisor):
     """One queue per vCPU lets every vCPU submit I/O without contending for a shared queue."""
     queues, where = configured_queues(disk)
-    if where == "not a virtio disk":
-        pytest.skip(f"{disk.id}: bus {disk.bus} is not virtio")
+    mapping = disk.iothread_queues or (disk.controller.iothread_queues if disk.controller else {})
+    if mapping:
+        # Queues spread over several IOThreads are a deliberate layout that decides the queue count (it need not
+        # equal the vCPUs). Listed without <queue> ids, libvirt spreads the queues round-robin; with ids, the
+        # mapping must cover every queue.
+        mapped = sorted(q for ids in mapping.values() for q in ids)
+        if not mapped:
+            return
+        count = queues if queues is not None else len(mapped)
+        unmapped = [q for q in range(count) if q not in mapped]
+        shown = ", ".join(f"IOThread {t}: queues {list(q)}" for t, q in mapping.items())
+        assert not unmapped, (
+            f"{disk.id}: queue(s) {unmapped} of {count} ({where}) have no IOThread in the queue→IOThread mapping "
+            f"({shown}); map every queue to an IOThread"
+        )
+        return
     if queues is None:
         queues, where = default_queues(disk.domain, hypervisor.qemu)
         if queues is None:
@@ -100,33 +108,23 @@ def test_virtio_queues_match_vcpus(disk, hypervisor):
     )
 
 
-@pytest.mark.rule("disk-discard-unmap", severity="minor")
+@pytest.mark.rule("disk-discard-unmap")
 def test_thin_image_passes_discard(disk):
     """Without discard='unmap' a thin image only grows: blocks the guest frees are never returned to the host."""
-    if disk.type != "file":
-        pytest.skip(f"{disk.id}: {disk.type} disk, not a thin image file")
-    if disk.image is not None and disk.image.sparse is not None:
-        thin = disk.image.sparse
-        why = disk.image.describe()
-    elif disk.format == "qcow2":
-        thin, why = True, "qcow2 images are thin unless preallocated (allocation unknown offline)"
-    else:
-        pytest.skip(f"{disk.describe_allocation()}; run against the host")
-    if not thin:
-        pytest.skip(f"{disk.id}: fully allocated ({why})")
+    allocation = disk.allocation
+    if allocation.thin is None and disk.discard != "unmap":
+        pytest.skip(f"{disk.describe_allocation()}; run against the host (--host) to read it")
     assert disk.discard == "unmap", (
-        f"{disk.id}: thin image ({why}) with discard={disk.discard or 'ignore (default)'}; set discard='unmap'"
+        f"{disk.id}: thin image ({allocation.why}) with discard={disk.discard or 'ignore (default)'}; set discard='unmap'"
     )
 
 
-@pytest.mark.rule("disk-cache-safe", severity="critical")
-def test_cache_mode_honours_guest_flushes(disk, record_property):
+@pytest.mark.rule("disk-cache-safe")
+def test_cache_mode_honours_guest_flushes(disk, kvmio_record):
     """cache='unsafe' ignores guest flushes: a host crash loses data the guest was told is on disk."""
     assert disk.effective_cache != "unsafe", (
         f"{disk.id}: cache='unsafe' ignores guest flushes; use cache='none' (or writeback where guests flush)"
     )
     if disk.effective_cache == "writeback":
-        record_property(
-            "kvmio_note",
-            f"{disk.id}: cache=writeback{'' if disk.cache else ' (QEMU default)'}: safe only where guests flush",
-        )
+        default = "" if disk.cache not in (None, "default") else " (QEMU default)"
+        kvmio_record("kvmio_note", f"{disk.id}: cache=writeback{default}: safe only where guests flush")

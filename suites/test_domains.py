@@ -7,11 +7,9 @@ import pytest
 from pytest_kvmio.cpuset import format_cpuset
 
 
-@pytest.mark.rule("domain-iothread-pinned", severity="normal")
+@pytest.mark.rule("domain-iothread-pinned")
 def test_iothreads_are_pinned_apart_from_vcpus(domain):
     """An IOThread that shares host CPUs with vCPUs competes with the guest it serves; I/O waits on scheduling."""
-    if not domain.iothread_ids:
-        pytest.skip(f"{domain.id}: no IOThreads (disk-iothread-assigned reports disks that need one)")
     unpinned = [t for t in domain.iothread_ids if t not in domain.iothread_pins]
     assert not unpinned, (
         f"{domain.id}: IOThread(s) {unpinned} not pinned; add <iothreadpin iothread='N' cpuset='...'/> "

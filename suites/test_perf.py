@@ -35,22 +35,18 @@ def pytest_generate_tests(metafunc):
 
 
 # The rule id, perf-<profile>, is set per parameter in pytest_generate_tests.
-def test_profile_meets_the_class_limits(disk, fio, profile, metric, kvmio_facts, record_property):
+def test_profile_meets_the_class_limits(disk, fio, profile, metric, kvmio_facts, kvmio_record):
     """The storage class promises a floor or ceiling for this profile; a median beyond it is broken storage."""
-    if metric == "-":
-        pytest.skip(f"no storage class of these disks sets a limit for {profile}")
     limit = fio.limit(profile, metric)
     result = fio.run(profile)
     decision = decide_limit(result.samples(metric), limit, max_spread=fio.storage_class.max_spread)
     kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit)
-    perf.judge(decision, disk.id, record_property)
+    perf.judge(decision, disk.id, kvmio_record)
 
 
-@pytest.mark.rule("perf-baseline", severity="critical")
-def test_profile_has_not_regressed_from_the_baseline(disk, fio, profile, metric, kvmio_facts, record_property):
+@pytest.mark.rule("perf-baseline")
+def test_profile_has_not_regressed_from_the_baseline(disk, fio, profile, metric, kvmio_facts, kvmio_record):
     """A change (kernel, QEMU, io mode, template) must not make a disk slower than its recorded baseline."""
-    if metric == "-":
-        pytest.skip(f"no baseline recorded for {profile}; record one with `kvmio baseline record`")
     baseline = fio.thresholds.baseline(disk.id, profile, metric)
     if baseline is None:
         pytest.skip(f"{disk.id}: no {metric} baseline for {profile}; record one with `kvmio baseline record`")
@@ -58,11 +54,11 @@ def test_profile_has_not_regressed_from_the_baseline(disk, fio, profile, metric,
     max_spread = fio.storage_class.max_spread if fio.storage_class else DEFAULT_MAX_SPREAD
     decision = decide_baseline(result.samples(metric), baseline, max_spread=max_spread, fingerprint=fio.fingerprint())
     kvmio_facts["perf"] = perf.perf_facts(decision, result)
-    perf.judge(decision, disk.id, record_property)
+    perf.judge(decision, disk.id, kvmio_record)
 
 
-@pytest.mark.rule("perf-host-cpu", severity="normal")
-def test_host_cpu_cost_per_io(disk, fio, profile, kvmio_facts, record_property):
+@pytest.mark.rule("perf-host-cpu")
+def test_host_cpu_cost_per_io(disk, fio, profile, kvmio_facts, kvmio_record):
     """CPU the hypervisor spends per guest I/O is what io_uring saves over native and threads; bound it per class."""
     storage_class = fio.require_class()
     result = fio.run(profile)
@@ -77,8 +73,8 @@ def test_host_cpu_cost_per_io(disk, fio, profile, kvmio_facts, record_property):
     if limit is None:
         median = result.median(perf.HOST_CPU)
         shown = "not measured" if median is None else f"{format_value(median)} µs per I/O"
-        record_property("kvmio_note", f"{disk.id}: {profile}: host CPU {shown} (io={disk.io}; no limit in {storage_class.name})")
+        kvmio_record("kvmio_note", f"{disk.id}: {profile}: host CPU {shown} (io={disk.io}; no limit in {storage_class.name})")
         return
     decision = decide_limit(samples, limit, max_spread=storage_class.max_spread)
     kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit) | {"io_mode": disk.io}
-    perf.judge(decision, disk.id, record_property)
+    perf.judge(decision, disk.id, kvmio_record)
