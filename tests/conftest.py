@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scipy.stats  # noqa: F401  imported once here: in-process pytester runs drop modules they import, and numpy can't load twice
+
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
