@@ -109,7 +109,7 @@ def test_every_failed_expectation_names_the_offending_value() -> None:
     for run in RUNS:
         for (rule, target), value in expected_verdicts(run).items():
             outcome, mention = _split(value)
-            assert outcome in ("passed", "failed", "skipped"), f"{target} {rule}: {value!r}"
+            assert outcome in ("passed", "failed", "skipped", "not-applicable"), f"{target} {rule}: {value!r}"
             assert (outcome == "failed") == bool(mention), f"{target} {rule} ({run}): {value!r}"
 
 
@@ -137,18 +137,31 @@ def test_host_dependent_outcomes_differ_only_where_host_facts_matter() -> None:
 def test_verdicts_equal_expected(summary: dict[str, Any], run: str) -> None:
     verdicts = [v for v in summary["verdicts"] if not _offline_skipped(v["rule"])]
     actual = {(v["rule"], v["target"], v["outcome"]) for v in verdicts}
-    expected = {(rule, target, _split(value)[0]) for (rule, target), value in expected_verdicts(run).items()}
+    judged = {k: v for k, v in expected_verdicts(run).items() if _split(v)[0] != "not-applicable"}
+    expected = {(rule, target, _split(value)[0]) for (rule, target), value in judged.items()}
     assert actual == expected, f"run {run} (--assume {RUNS[run]}):\n{_diff(actual, expected)}"
     assert len(verdicts) == len(actual), "one verdict per rule per target"
 
 
-def test_guest_and_perf_rules_skip_offline(summary: dict[str, Any], run: str) -> None:
-    targets = {target for (_, target) in expected_verdicts(run)}
-    others = [v for v in summary["verdicts"] if _offline_skipped(v["rule"])]
-    wrong = [f"{v['target']} {v['rule']}: {v['outcome']}" for v in others if v["outcome"] != "skipped"]
-    assert not wrong, "\n".join(wrong)
-    unknown = sorted({v["target"] for v in others} - targets)
-    assert not unknown, f"verdicts on targets the corpus does not have: {unknown}"
+def test_not_applicable_rules_make_no_item_and_are_counted(summary: dict[str, Any], run: str) -> None:
+    """A rule that does not concern a target has no verdict; the summary counts it per rule."""
+    absent = [k for k, v in expected_verdicts(run).items() if _split(v)[0] == "not-applicable"]
+    assert absent, "the corpus has targets some rule does not concern"
+    wanted: dict[str, int] = {}
+    for rule, _ in absent:
+        wanted[rule] = wanted.get(rule, 0) + 1
+    counted = {rule: c.get("not_applicable", 0) for rule, c in summary["rules"].items() if not _offline_skipped(rule)}
+    assert {r: n for r, n in counted.items() if n} == wanted
+    assert summary["totals"]["not_applicable"] == sum(c.get("not_applicable", 0) for c in summary["rules"].values())
+
+
+def test_guest_and_perf_rules_make_no_item_offline(summary: dict[str, Any], run: str) -> None:
+    """Offline there is no guest and no fio: those rules don't concern any target, so nothing is skipped for them."""
+    others = [f"{v['target']} {v['rule']}: {v['outcome']}" for v in summary["verdicts"] if _offline_skipped(v["rule"])]
+    assert not others, "\n".join(others)
+    disks = sum(1 for targets in EXPECTED["files"].values() for t in targets if t.count("/") == 2)
+    for rule in ("guest-scheduler-none", "guest-queues-active", "guest-irq-spread"):
+        assert summary["rules"][rule] == {"not_applicable": disks}, rule
 
 
 def test_exit_code_reports_failed_rules(summary: dict[str, Any], run: str) -> None:

@@ -11,13 +11,13 @@ from tests.conftest import write_domain
 INCONCLUSIVE = """
 import pytest
 
-@pytest.mark.rule("perf-randread-4k")
-def test_perf(disk, record_property):
+@pytest.mark.rule("site-randread-4k")
+def test_perf(disk, kvmio_record):
     \"\"\"Random reads reach the class floor.\"\"\"
-    record_property("kvmio_outcome", "inconclusive")
+    kvmio_record("kvmio_outcome", "inconclusive")
     pytest.skip("randread-4k iops: samples straddle the floor; rerun on a quieter system")
 
-@pytest.mark.rule("disk-io-mode-valid")
+@pytest.mark.rule("disk-cache-safe")
 def test_ok(disk):
     pass
 """

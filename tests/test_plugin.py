@@ -117,10 +117,18 @@ def test_json_summary_has_one_record_per_rule_and_target(pytester: pytest.Pytest
     assert verdicts[("disk-cache-safe", "offline/vm01/vdb")]["outcome"] == "passed"
     assert verdicts[("disk-direct-io-for-async", "offline/vm01/vdb")]["outcome"] == "passed"
     assert verdicts[("disk-native-not-sparse", "offline/vm01/vdb")]["outcome"] == "skipped"
-    # 8 disk rules x 2 disks: nothing missing, nothing extra.
-    assert len(verdicts) == 16
+    # Rules that don't concern a disk make no verdict, only a count: io-mode-valid, direct-io-for-async,
+    # native-not-sparse and io-uring-supported on vda (no io attribute), io-uring-supported on vdb (native).
+    assert ("disk-native-not-sparse", "offline/vm01/vda") not in verdicts
+    assert document["rules"]["disk-io-uring-supported"] == {"not_applicable": 2}
+    assert document["totals"]["not_applicable"] == 5
+    # 8 disk rules x 2 disks: every one either judged once or counted as not applicable.
+    assert len(verdicts) + document["totals"]["not_applicable"] == 16
+    assert len(document["verdicts"]) == len(verdicts)
     assert document["totals"]["failed"] == sum(1 for v in verdicts.values() if v["outcome"] == "failed")
-    result.stdout.fnmatch_lines(["*kvmio verdicts*", "rule*passed*failed*skipped*", "disk-cache-safe*1*1*"])
+    result.stdout.fnmatch_lines(
+        ["*kvmio verdicts*", "rule*passed*failed*skipped*not applicable*", "disk-cache-safe*1*1*", "disk-io-uring-supported*0*2"]
+    )
 
 
 def test_writeback_is_reported_not_failed(pytester: pytest.Pytester, xml_dir) -> None:
