@@ -1,4 +1,4 @@
-"""The `kvmio` command: lab management, fio result inspection, baselines."""
+"""The `kvmio` command: lab management, fio result inspection, baselines, the rule catalogue."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pytest_kvmio import baseline_cli
 
     baseline_cli.add_parser(sub)
+
+    from pytest_kvmio import rules_cli
+
+    rules_cli.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,71 @@
+"""The rule catalogue is the one list: the suites, the README and `kvmio rules` agree with it."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pytest_kvmio.catalogue import RULES, lookup
+from tests.conftest import REPO, SUITES, kvmio
+
+ROW = re.compile(r"^\| `(?P<id>[^`]+)` \| (?P<level>\w+) \| (?P<severity>\w+) \| (?P<summary>.+?) \| (?P<applies>.+?) \|$")
+
+
+def suite_rules() -> dict[str, object]:
+    """Return rule id -> test function of every rule-marked test in suites/ (perf ids by their pattern)."""
+    found: dict[str, object] = {}
+    for path in sorted(SUITES.glob("test_*.py")):
+        spec = importlib.util.spec_from_file_location(f"kvmio_suite_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for name, func in inspect.getmembers(module, inspect.isfunction):
+            if not name.startswith("test_"):
+                continue
+            marks = [m for m in getattr(func, "pytestmark", []) if m.name == "rule"]
+            if marks:
+                found[marks[0].args[0]] = func
+            elif path.name == "test_perf.py":  # its rule id is set per profile parameter
+                found["perf-<profile>"] = func
+    return found
+
+
+def test_every_suite_rule_is_in_the_catalogue_and_every_catalogue_rule_has_a_test() -> None:
+    suites = suite_rules()
+    assert set(suites) == {rule.id for rule in RULES}
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r.id for r in RULES])
+def test_the_rules_docstring_is_its_catalogue_reason(rule) -> None:
+    func = suite_rules()[rule.id]
+    assert inspect.getdoc(func) == rule.reason
+    assert lookup(rule.id) is rule
+
+
+def test_the_readme_tables_are_the_catalogue() -> None:
+    rows = [m.groupdict() for line in (REPO / "README.md").read_text().splitlines() if (m := ROW.match(line))]
+    assert [r["id"] for r in rows] == [rule.id for rule in RULES]
+    for row, rule in zip(rows, RULES):
+        assert (row["level"], row["severity"], row["summary"], row["applies"]) == (
+            rule.level, rule.severity, rule.summary, rule.applies_when
+        ), rule.id
+
+
+def test_kvmio_rules_prints_the_catalogue() -> None:
+    listed = kvmio("rules", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [rule.as_dict() for rule in RULES]
+    table = kvmio("rules")
+    assert table.returncode == 0 and all(rule.id in table.stdout for rule in RULES)
+    assert "applies to: io='native' or io='io_uring'" in table.stdout
+
+
+def test_lookup_matches_profile_rules_by_pattern() -> None:
+    assert lookup("perf-randread-4k-qd128") is lookup("perf-<profile>")
+    assert lookup("perf-baseline").id == "perf-baseline"
+    assert lookup("site-own-rule") is None
