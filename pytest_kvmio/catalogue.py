@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_kvmio.domain import Disk, configured_queues
-from pytest_kvmio.targets import Target
+from pytest_kvmio.model.domain import Disk, configured_queues
+from pytest_kvmio.collect.targets import Target
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,8 @@ def _flash_devices(scope: Scope) -> str | None:
 
 def _perf_runnable(scope: Scope) -> str | None:
     """Return why fio can't concern this disk at all: offline without results, or a write profile on a non-scratch disk."""
-    from pytest_kvmio import perf  # perf loads thresholds (a session setting); the catalogue is below it
-    from pytest_kvmio.fio_runner import is_scratch_serial
+    from pytest_kvmio.perf import suite as perf  # perf loads thresholds (a session setting); the catalogue is below it
+    from pytest_kvmio.perf.runner import is_scratch_serial
 
     config = scope.config
     if config.getoption("kvmio_fio_results", None):
@@ -195,7 +195,7 @@ def _perf_runnable(scope: Scope) -> str | None:
 
 
 def _perf_limit(scope: Scope) -> str | None:
-    from pytest_kvmio import perf  # see _perf_runnable
+    from pytest_kvmio.perf import suite as perf  # see _perf_runnable
 
     if "profile" not in scope.params:
         return None  # a project's own rule whose id starts with perf-: it decides for itself
@@ -214,7 +214,7 @@ def _perf_limit(scope: Scope) -> str | None:
 
 
 def _perf_baseline(scope: Scope) -> str | None:
-    from pytest_kvmio import perf  # see _perf_runnable
+    from pytest_kvmio.perf import suite as perf  # see _perf_runnable
 
     runnable = _perf_runnable(scope)
     if runnable:
@@ -227,7 +227,7 @@ def _perf_baseline(scope: Scope) -> str | None:
 
 
 def _perf_class(scope: Scope) -> str | None:
-    from pytest_kvmio import perf  # see _perf_runnable
+    from pytest_kvmio.perf import suite as perf  # see _perf_runnable
 
     runnable = _perf_runnable(scope)
     if runnable:

@@ -1,4 +1,4 @@
-"""The exception that turns an item into an error: kvmio could not observe what a rule needs."""
+"""kvmio's own exceptions: what turns a test item into an error, and what a command reports without a traceback."""
 
 from __future__ import annotations
 
@@ -9,3 +9,7 @@ class CouldNotJudge(Exception):
     Not an AssertionError: the item's outcome is `error`, never a failed rule. The message names
     the target, what was being observed and the cause.
     """
+
+
+class CommandError(Exception):
+    """A failure of a `kvmio` command the user can act on; printed without a traceback, exit code 1."""

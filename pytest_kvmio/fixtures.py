@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.domain import Disk, Domain
+from pytest_kvmio.model.domain import Disk, Domain
 from pytest_kvmio.errors import CouldNotJudge
-from pytest_kvmio.facts import HostFacts
-from pytest_kvmio.targets import Target
-from pytest_kvmio.verdicts import EXTRA_FACTS, REC_NOTE, REC_OUTCOME, item_record
+from pytest_kvmio.collect.facts import HostFacts
+from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.report.record import EXTRA_FACTS, REC_NOTE, REC_OUTCOME, item_record
 
 
 def _target(request: pytest.FixtureRequest) -> Target:
@@ -103,7 +103,7 @@ GUEST_SKIP_REASONS = (
 
 def _open_guest(target: Target, spec: str | None) -> Any:
     """Return the guest Host, a skip reason (str), or CouldNotJudge for an infrastructure fault."""
-    from pytest_kvmio.guest import GuestError, GuestUnavailable, guest_host
+    from pytest_kvmio.collect.guest import GuestError, GuestUnavailable, guest_host
 
     assert target.domain is not None
     if target.domain.running is False:
@@ -150,7 +150,7 @@ def guest(kvmio_target: Target, request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def guest_disk(disk: Disk, guest: Any, request: pytest.FixtureRequest) -> Any:
     """The guest block device of `disk`, found by serial or SCSI address (never by vdX name)."""
-    from pytest_kvmio.guestmap import Unmapped, map_guest_disks
+    from pytest_kvmio.collect.guestmap import Unmapped, map_guest_disks
 
     state = _state(request)
     key = disk.domain.id
@@ -170,7 +170,7 @@ def fio(kvmio_target: Target, request: pytest.FixtureRequest) -> Any:
     Write profiles run only on scratch disks (serial glob + no signature, checked in the guest first);
     read profiles run with --readonly. With --fio-results, results are read from files instead.
     """
-    from pytest_kvmio.perf import DiskFio
+    from pytest_kvmio.perf.suite import DiskFio
 
     if kvmio_target.disk is None:
         pytest.fail(f"{request.node.nodeid}: the fio fixture needs a disk-level target", pytrace=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_kvmio import catalogue
-from pytest_kvmio.facts import HostFacts
-from pytest_kvmio.versions import Requirement
+from pytest_kvmio.collect.facts import HostFacts
+from pytest_kvmio.model.versions import Requirement
 
 MARKERS = {
     "rule(id, severity=None, facts=None, applies=None)": "a catalogue rule; its id names the verdict in reports and "

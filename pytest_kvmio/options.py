@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_kvmio.connection import parse_host_spec
+from pytest_kvmio.collect.connection import parse_host_spec
 
 ASSUMABLE = ("kernel", "qemu", "libvirt", "io_uring_disabled")
 
@@ -28,7 +28,7 @@ def _host_list(value: str) -> list[str]:
 
 def _assumptions(value: str) -> dict[str, str]:
     """Parse `kernel=6.1,qemu=7.2,libvirt=9.0`."""
-    from pytest_kvmio.versions import Version
+    from pytest_kvmio.model.versions import Version
 
     out: dict[str, str] = {}
     for item in value.split(","):

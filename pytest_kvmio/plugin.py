@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio import catalogue, cpucost, markers
-from pytest_kvmio.connection import ansible_host_specs, parse_host_spec
-from pytest_kvmio.domain import DomainXMLError, load_domain_files
-from pytest_kvmio.facts import assumed_facts
+from pytest_kvmio import catalogue, markers
+from pytest_kvmio.perf import cpucost
+from pytest_kvmio.collect.connection import ansible_host_specs, parse_host_spec
+from pytest_kvmio.model.domain import DomainXMLError, load_domain_files
+from pytest_kvmio.collect.facts import assumed_facts
 from pytest_kvmio.options import add_options, setting
-from pytest_kvmio.targets import OFFLINE_HOST, HostTarget, Target, filter_domains, iter_targets, load_host
-from pytest_kvmio.verdicts import (
+from pytest_kvmio.collect.targets import OFFLINE_HOST, HostTarget, Target, filter_domains, iter_targets, load_host
+from pytest_kvmio.report.record import (
     EXTRA_FACTS, REC_OUTCOME, REPORT_ATTR, VerdictCollector, format_table, is_rule_failure, item_record, message_of,
 )
 
@@ -60,7 +61,7 @@ class KvmioState:
     def _load(self) -> list[HostTarget]:
         config = self.config
         if config.getoption("kvmio_fio_results", None):  # offline perf: the files' directories are the targets
-            from pytest_kvmio.perf import offline_hosts
+            from pytest_kvmio.perf.suite import offline_hosts
 
             return offline_hosts(config.getoption("kvmio_fio_results"), config.getoption("kvmio_domains"))
         xml = config.getoption("kvmio_domain_xml")
@@ -137,10 +138,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_kvmio import fixtures
 
     config.pluginmanager.register(fixtures, "kvmio-fixtures")
-    from pytest_kvmio.perf import PerfPlugin
+    from pytest_kvmio.perf.suite import PerfPlugin
 
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
-    from pytest_kvmio import reporting  # waivers, the gate, the ticket line, Allure
+    from pytest_kvmio.report import plugin as reporting  # waivers, the gate, the ticket line, Allure
 
     reporting.register(config)
 

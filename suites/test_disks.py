@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio.domain import VALID_IO_MODES, configured_queues, default_queues
+from pytest_kvmio.model.domain import VALID_IO_MODES, configured_queues, default_queues
 
 DIRECT_CACHE_MODES = ("none", "directsync")
 

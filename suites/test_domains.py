@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio.cpuset import format_cpuset
+from pytest_kvmio.model.cpuset import format_cpuset
 
 
 @pytest.mark.rule("domain-iothread-pinned")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio.versions import Requirement
+from pytest_kvmio.model.versions import Requirement
 
 KERNEL_MIN = Requirement.parse(">=5.10")
 QEMU_MIN = Requirement.parse(">=5.0")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_kvmio.allure_support import CATEGORIES, REPORT_NAME, executor_from_env
+from pytest_kvmio.report.allure import CATEGORIES, REPORT_NAME, executor_from_env
 from tests.conftest import REPO, SUITES, write_domain
 
 ALLURE_RC = REPO / "ci" / "allurerc.yaml"
@@ -226,7 +226,7 @@ def test_executor_is_read_from_each_ci() -> None:
 
 
 def test_class_limits_show_as_floor_or_ceiling_in_the_table() -> None:
-    from pytest_kvmio.allure_support import comparison_html, limit_edges
+    from pytest_kvmio.report.allure import comparison_html, limit_edges
 
     assert limit_edges({"floor": 1000, "ceiling": None, "class": "lab-tcg"}) == [("floor", 1000.0)]
     assert limit_edges(250.0) == [("threshold", 250.0)]

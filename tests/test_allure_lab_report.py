@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.allure_support import REPORT_NAME
+from pytest_kvmio.report.allure import REPORT_NAME
 from tests.conftest import REPO, SUITES
 from tests.test_allure_report_browser import ALLURE, ARTIFACTS, chromium, serve_report, text_of, tree_paths
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_kvmio.allure_support import REPORT_NAME
+from pytest_kvmio.report.allure import REPORT_NAME
 from tests.conftest import REPO, SUITES, write_domain
 from tests.test_allure import PERF_RULE
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_kvmio import baseline_cli
-from pytest_kvmio.cli import CommandError
-from pytest_kvmio.thresholds import load_thresholds
+from pytest_kvmio.cli import baseline as baseline_cli
+from pytest_kvmio.errors import CommandError
+from pytest_kvmio.perf.thresholds import load_thresholds
 
 REPO = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data" / "thresholds"
@@ -234,7 +234,7 @@ def test_existing_baseline_file_with_a_renamed_metric_is_refused(results: Path, 
 
 
 def test_shipped_perf_results_schema_accepts_the_documented_example(results: Path) -> None:
-    from pytest_kvmio.thresholds import validate
+    from pytest_kvmio.perf.thresholds import validate
 
     validate("perf-results", json.loads(results.read_text()), "example")  # no exception
 
@@ -276,7 +276,7 @@ def sessions(tmp_path: Path) -> tuple[Path, Path]:
 def test_several_results_files_record_one_median_noise_and_session_count(
     sessions: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pytest_kvmio.perfgate import dispersion, session_noise
+    from pytest_kvmio.perf.decide import dispersion, session_noise
 
     out = tmp_path / "baselines" / "lab-tcg.yaml"
     first, second = sessions
@@ -304,7 +304,7 @@ def test_several_results_files_record_one_median_noise_and_session_count(
 
 
 def test_recorded_noise_widens_the_gate_band_end_to_end(sessions: tuple[Path, Path], thresholds: Path) -> None:
-    from pytest_kvmio.perfgate import decide_baseline
+    from pytest_kvmio.perf.decide import decide_baseline
 
     out = thresholds / "baselines" / "lab-tcg.yaml"
     first, second = sessions

@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pytest_kvmio.fio import (
+from pytest_kvmio.perf.fio import (
     FioError,
     FioJobError,
     FioMetrics,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_kvmio import fio_cli
-from pytest_kvmio.cli import CommandError
+from pytest_kvmio.cli import fio as fio_cli
+from pytest_kvmio.errors import CommandError
 
 DATA = Path(__file__).parent / "data" / "fio"
 
@@ -146,7 +146,7 @@ def test_kvmio_main_runs_fio_show(capsys: pytest.CaptureFixture[str]) -> None:
     """Through the real `kvmio` entry point, once every subcommand module exists."""
     cli = pytest.importorskip("pytest_kvmio.cli")
     pytest.importorskip("pytest_kvmio.lab.cli")
-    pytest.importorskip("pytest_kvmio.baseline_cli")
+    pytest.importorskip("pytest_kvmio.cli.baseline")
     assert cli.main(["fio", "show", str(DATA / "randread-iouring-qd8.json")]) == 0
     assert "34,805" in capsys.readouterr().out
     assert cli.main(["fio", "show", str(DATA / "normal-output.txt")]) == 1

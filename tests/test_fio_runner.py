@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_kvmio.fio_runner import (
+from pytest_kvmio.perf.runner import (
     PROBE_BYTES,
     DeviceProbe,
     GuestFio,
@@ -23,8 +23,8 @@ from pytest_kvmio.fio_runner import (
     prefill_command,
     probe_script,
 )
-from pytest_kvmio.hostcpu import CpuSample, parse_sample, parse_stat
-from pytest_kvmio.thresholds import Profile
+from pytest_kvmio.collect.hostcpu import CpuSample, parse_sample, parse_stat
+from pytest_kvmio.perf.thresholds import Profile
 
 READ = Profile("randread-4k", "r", "randread", "4k", 32, 4, 3, 1, write=False)
 WRITE = Profile("randwrite-4k", "w", "randwrite", "4k", 128, 1, 3, 1, write=True)

@@ -15,8 +15,8 @@ from typing import Any
 import libvirt
 import pytest
 
-from pytest_kvmio import guest as g
-from pytest_kvmio.guestmap import (
+from pytest_kvmio.collect import guest as g
+from pytest_kvmio.collect.guestmap import (
     DiskRef,
     GuestDisk,
     Unmapped,
@@ -506,7 +506,7 @@ def test_lab_interrupts_blk_and_scsi_request_queues():
 def test_ssh_style_guest_commands_are_bounded_and_quoted() -> None:
     import testinfra.backend
 
-    from pytest_kvmio.guest import TimedHost
+    from pytest_kvmio.collect.guest import TimedHost
 
     # local:// stands in for the SSH backend: both run a shell command line without a timeout of their own.
     host = TimedHost(testinfra.backend.get_backend("local://"), command_timeout=1)

@@ -267,7 +267,7 @@ def test_guest_ssh_ports_config_and_spec(tmp_path: Path) -> None:
 
 
 def test_guest_ssh_port_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_kvmio.cli import CommandError
+    from pytest_kvmio.errors import CommandError
     from pytest_kvmio.lab.paths import guest_ssh_port
 
     monkeypatch.delenv("KVMIO_LAB_GUEST_SSH_PORT", raising=False)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.thresholds import Baseline, load_thresholds
+from pytest_kvmio.perf.thresholds import Baseline, load_thresholds
 from tests.conftest import REPO, SUITES
 
 pytestmark = pytest.mark.lab
@@ -179,9 +179,9 @@ def test_write_profile_on_a_disk_with_a_filesystem_is_refused_and_content_unchan
         import libvirt
 
         libvirt.registerErrorHandler(lambda *a: None, None)
-        from pytest_kvmio.fio_runner import GuestFio, ScratchRefused
-        from pytest_kvmio.guest import GuestUnavailable, agent_host
-        from pytest_kvmio.thresholds import load_thresholds
+        from pytest_kvmio.perf.runner import GuestFio, ScratchRefused
+        from pytest_kvmio.collect.guest import GuestUnavailable, agent_host
+        from pytest_kvmio.perf.thresholds import load_thresholds
 
         deadline, guest = time.monotonic() + 120, None
         while guest is None:

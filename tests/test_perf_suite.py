@@ -128,7 +128,7 @@ def test_perf_results_file_feeds_baseline_record(pytester):
     (entry,) = document["results"]
     assert entry["target"] == "hv01/vm01/vdb" and entry["profile"] == "randread-4k-qd128"
     assert entry["fingerprint"]["storage_class"] == "lab" and len(entry["samples"]["iops"]) == 3
-    from pytest_kvmio.baseline_cli import record
+    from pytest_kvmio.cli.baseline import record
 
     summary, _ = record(pytester.path / "perf.json", pytester.path / "thresholds" / "baselines" / "lab.yaml", at="2024-05-02")
     assert "1 new" in summary
@@ -172,15 +172,15 @@ def test_fio_results_with_host_is_a_usage_error(pytester):
 
 
 def _profile(name: str = "randread-4k-qd128", rw: str = "randread"):
-    from pytest_kvmio.thresholds import Profile
+    from pytest_kvmio.perf.thresholds import Profile
 
     return Profile(name=name, description="", rw=rw, bs="4k", iodepth=128, numjobs=1, runtime=10, ramp_time=2,
                    write=rw != "randread")
 
 
 def test_a_job_error_raises_fio_job_error_naming_target_profile_job_and_error():
-    from pytest_kvmio.fio import FioJobError, read_fio
-    from pytest_kvmio.perf import metrics_of
+    from pytest_kvmio.perf.fio import FioJobError, read_fio
+    from pytest_kvmio.perf.suite import metrics_of
 
     path = CORPUS / "randtrim-file-error.json"
     with pytest.raises(FioJobError) as info:
@@ -195,8 +195,8 @@ def test_a_job_error_raises_fio_job_error_naming_target_profile_job_and_error():
 def test_per_job_entries_combine_completion_and_total_latency():
     import dataclasses
 
-    from pytest_kvmio.fio import read_fio
-    from pytest_kvmio.perf import metrics_of
+    from pytest_kvmio.perf.fio import read_fio
+    from pytest_kvmio.perf.suite import metrics_of
 
     report = read_fio(CORPUS / "randread-numjobs2-perjob.json")
     first, second = report.metrics

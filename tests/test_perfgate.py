@@ -13,7 +13,7 @@ import scipy.stats  # noqa: F401 - perfgate imports it on first use; keep that o
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_kvmio.perfgate import (
+from pytest_kvmio.perf.decide import (
     Outcome,
     decide_baseline,
     decide_limit,
@@ -22,7 +22,7 @@ from pytest_kvmio.perfgate import (
     session_noise,
     spread,
 )
-from pytest_kvmio.thresholds import Baseline, Direction, Limit
+from pytest_kvmio.perf.thresholds import Baseline, Direction, Limit
 
 FINGERPRINT = MappingProxyType(
     {"cpu_model": "EPYC 7402P", "kernel": "6.1.0-21-amd64", "qemu": "7.2.9", "libvirt": "9.0.0",

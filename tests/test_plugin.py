@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -263,7 +264,7 @@ def test_offline_lint_needs_no_libvirt_library(pytester: pytest.Pytester, xml_di
     blocker = pytester.path / "blocker"
     blocker.mkdir()
     (blocker / "libvirt.py").write_text("raise ImportError('libvirtmod: cannot open shared object file')\n")
-    monkeypatch.setenv("PYTHONPATH", str(blocker))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(blocker), os.environ.get("PYTHONPATH")) if p))
     write_domain(xml_dir, "vm01", {"vda": "cache='unsafe'"})
     out = pytester.path / "v.json"
     result = pytester.runpytest_subprocess(str(SUITES), "--domain-xml", str(xml_dir), "--kvmio-json", str(out))

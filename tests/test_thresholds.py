@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_kvmio.thresholds import (
+from pytest_kvmio.perf.thresholds import (
     DEFAULT_NOISE_MULTIPLE,
     METRIC_DIRECTIONS,
     RENAMED_METRICS,

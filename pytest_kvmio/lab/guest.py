@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from pytest_kvmio.cli import CommandError
+from pytest_kvmio.errors import CommandError
 from pytest_kvmio.lab.paths import LabPaths
 from pytest_kvmio.lab.shell import run
 

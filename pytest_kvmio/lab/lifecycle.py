@@ -12,7 +12,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from pytest_kvmio.cli import CommandError
+from pytest_kvmio.errors import CommandError
 from pytest_kvmio.lab import (
     accel,
     daemons,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pytest_kvmio.cli import CommandError
+from pytest_kvmio.errors import CommandError
 
 LOCK_DIR = Path("/run/lock")
 

@@ -84,7 +84,7 @@ def _port_from_env(name: str, default: int) -> int:
     except ValueError:
         port = 0
     if not 0 < port < 65536:
-        from pytest_kvmio.cli import CommandError
+        from pytest_kvmio.errors import CommandError
 
         raise CommandError(f"{name}={raw!r}: expected a TCP port number (1-65535)")
     return port

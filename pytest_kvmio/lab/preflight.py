@@ -6,7 +6,7 @@ import importlib.util
 import pwd
 import shutil
 
-from pytest_kvmio.cli import CommandError
+from pytest_kvmio.errors import CommandError
 
 # binary -> Debian package that provides it
 BINARIES: dict[str, str] = {

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from pytest_kvmio.cli import CommandError
+from pytest_kvmio.errors import CommandError
 
 
 class Progress:

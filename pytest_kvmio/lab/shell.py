@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_kvmio.cli import CommandError
+from pytest_kvmio.errors import CommandError
 
 
 def run(

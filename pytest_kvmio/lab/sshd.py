@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pytest_kvmio.cli import CommandError
+from pytest_kvmio.errors import CommandError
 from pytest_kvmio.lab.daemons import pids_of
 from pytest_kvmio.lab.paths import LabPaths
 from pytest_kvmio.lab.shell import run

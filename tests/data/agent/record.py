@@ -74,7 +74,7 @@ SCENARIOS = {
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE.parents[2]))
-    from pytest_kvmio.guest import GuestAgentBackend, GuestError, LibvirtAgent
+    from pytest_kvmio.collect.guest import GuestAgentBackend, GuestError, LibvirtAgent
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--socket")

@@ -6,7 +6,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from pytest_kvmio.verdicts import Verdict
+from pytest_kvmio.report.record import Verdict
 
 RULE = "perf-host-cpu"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.verdicts import REC_OUTCOME, REC_WAIVER, is_rule_failure, item_record
+from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, is_rule_failure, item_record
 
 WAIVED = "waived"
 
@@ -126,7 +126,7 @@ def load_waivers(path: str | Path, source: str = "--waivers") -> list[Waiver]:
 
 
 def _target_id(item: pytest.Item) -> str | None:
-    from pytest_kvmio.targets import Target
+    from pytest_kvmio.collect.targets import Target
 
     callspec = getattr(item, "callspec", None)
     target = callspec.params.get("kvmio_target") if callspec is not None else None

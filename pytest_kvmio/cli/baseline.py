@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from pytest_kvmio.cli import CommandError
-from pytest_kvmio.perfgate import fingerprint_diff, session_noise
-from pytest_kvmio.thresholds import (
+from pytest_kvmio.errors import CommandError
+from pytest_kvmio.perf.decide import fingerprint_diff, session_noise
+from pytest_kvmio.perf.thresholds import (
     DEFAULT_NOISE_MULTIPLE,
     DEFAULT_TOLERANCE,
     METRIC_DIRECTIONS,

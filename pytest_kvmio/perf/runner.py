@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_kvmio.fio import FioError, FioReport, parse_fio
-from pytest_kvmio.thresholds import Profile
+from pytest_kvmio.perf.fio import FioError, FioReport, parse_fio
+from pytest_kvmio.perf.thresholds import Profile
 
 #: Bytes read from the start of the device for the signature check (covers btrfs at 64 KiB + 64).
 PROBE_BYTES = 17 * 4096

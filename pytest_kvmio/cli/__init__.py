@@ -7,10 +7,12 @@ import sys
 from collections.abc import Sequence
 
 from pytest_kvmio import __version__
+from pytest_kvmio.cli import baseline as baseline_cli
+from pytest_kvmio.cli import fio as fio_cli
+from pytest_kvmio.cli import rules as rules_cli
+from pytest_kvmio.errors import CommandError
 
-
-class CommandError(Exception):
-    """A failure the user can act on; printed without a traceback, exit code 1."""
+__all__ = ["CommandError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,20 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kvmio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from pytest_kvmio.lab import cli as lab_cli
+    from pytest_kvmio.lab import cli as lab_cli  # lazily: the lab needs libvirt-python, the other commands don't
 
     lab_cli.add_parser(sub)
-
-    from pytest_kvmio import fio_cli
-
     fio_cli.add_parser(sub)
-
-    from pytest_kvmio import baseline_cli
-
     baseline_cli.add_parser(sub)
-
-    from pytest_kvmio import rules_cli
-
     rules_cli.add_parser(sub)
     return parser
 
@@ -53,10 +46,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kvmio {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    # Run the importable module's main, so that CommandError raised by subcommands (imported from
-    # pytest_kvmio.cli) is the class caught here, not a second copy defined in __main__.
-    from pytest_kvmio.cli import main as _main
-
-    sys.exit(_main())

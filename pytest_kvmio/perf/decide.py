@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pytest_kvmio.thresholds import (
+from pytest_kvmio.perf.thresholds import (
     DEFAULT_MAX_SPREAD,
     DEFAULT_NOISE_MULTIPLE,
     FINGERPRINT_FIELDS,

@@ -33,7 +33,7 @@ from testinfra.backend.base import BaseBackend, CommandResult
 if TYPE_CHECKING:
     import libvirt
 
-logger = logging.getLogger("pytest_kvmio.guest")
+logger = logging.getLogger("pytest_kvmio.collect.guest")
 
 #: ``agent(json_command, timeout_seconds) -> json_reply``; raises ``libvirt.libvirtError`` on failure.
 AgentCall = Callable[[str, int], str]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.verdicts import forced_outcome
+from pytest_kvmio.report.record import forced_outcome
 
 #: Order in which counts appear in the ticket line.
 SHOWN = ("failed", "error", "inconclusive", "waived", "passed", "skipped", "xfailed", "xpassed")

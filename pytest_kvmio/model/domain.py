@@ -9,8 +9,8 @@ from typing import Any
 
 from lxml import etree
 
-from pytest_kvmio.cpuset import format_cpuset, parse_cpuset
-from pytest_kvmio.versions import Version
+from pytest_kvmio.model.cpuset import format_cpuset, parse_cpuset
+from pytest_kvmio.model.versions import Version
 
 #: io modes libvirt accepts; 'default' leaves the choice to QEMU (threads).
 VALID_IO_MODES = ("threads", "native", "io_uring", "default")

@@ -27,7 +27,7 @@ from typing import Any
 import allure
 import pytest
 
-from pytest_kvmio.verdicts import REC_OUTCOME, REC_WAIVER, record_of
+from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, record_of
 
 #: Allure categories; first match wins. Regexes match the whole message (Allure 2 uses Java
 #: `matches`), so they are wrapped in [\s\S]* rather than using (?s). Allure 3 takes its categories from
@@ -119,7 +119,7 @@ def limit_edges(limit: Any) -> list[tuple[str, float]]:
 
 def comparison_html(entries: list[dict[str, Any]]) -> str:
     """Return an HTML table: measured median and samples vs limit vs baseline (± tolerance)."""
-    from pytest_kvmio.perfgate import format_value
+    from pytest_kvmio.perf.decide import format_value
 
     def fmt(value: Any, metric: str) -> str:
         return format_value(float(value), metric) if isinstance(value, (int, float)) else "—"
@@ -203,7 +203,7 @@ class AllureKvmio:
         return report
 
     def _decorate(self, item: pytest.Item, record: dict[str, Any]) -> None:
-        from pytest_kvmio.targets import Target
+        from pytest_kvmio.collect.targets import Target
 
         rule, target_id = str(record["rule"]), str(record.get("target", ""))
         callspec = getattr(item, "callspec", None)

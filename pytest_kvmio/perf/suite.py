@@ -38,9 +38,9 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.errors import CouldNotJudge
-from pytest_kvmio.fio import LATENCY_METRICS, FioError, FioJobError, FioMetrics, FioReport, read_fio
-from pytest_kvmio.perfgate import Decision, Outcome, format_value
-from pytest_kvmio.thresholds import (
+from pytest_kvmio.perf.fio import LATENCY_METRICS, FioError, FioJobError, FioMetrics, FioReport, read_fio
+from pytest_kvmio.perf.decide import Decision, Outcome, format_value
+from pytest_kvmio.perf.thresholds import (
     METRIC_DIRECTIONS,
     Limit,
     Profile,
@@ -377,7 +377,7 @@ def profile_names(config: pytest.Config) -> list[str]:
 
 def _disk_targets(config: pytest.Config) -> list[Any]:
     from pytest_kvmio.plugin import STATE
-    from pytest_kvmio.targets import iter_targets
+    from pytest_kvmio.collect.targets import iter_targets
 
     return [t for t in iter_targets(config.stash[STATE].hosts(), "disk") if t.disk is not None]
 
@@ -431,7 +431,7 @@ class DiskFio:
     @property
     def scratch(self) -> bool:
         """Return True when the serial marks the disk as scratch (content is checked before writing)."""
-        from pytest_kvmio.fio_runner import is_scratch_serial
+        from pytest_kvmio.perf.runner import is_scratch_serial
 
         return is_scratch_serial(self.disk.serial, self.scratch_pattern)
 
@@ -484,9 +484,9 @@ class DiskFio:
             self.perf.results[key] = exc
             raise CouldNotJudge(f"{self.disk.id}: {name}: not measured: {exc}") from exc
         except Exception as exc:
-            from pytest_kvmio.fio_runner import FioRunError, ScratchRefused
-            from pytest_kvmio.guest import GuestError
-            from pytest_kvmio.hostcpu import HostCpuError
+            from pytest_kvmio.perf.runner import FioRunError, ScratchRefused
+            from pytest_kvmio.collect.guest import GuestError
+            from pytest_kvmio.collect.hostcpu import HostCpuError
 
             if not isinstance(exc, (ScratchRefused, FioRunError, GuestError, HostCpuError)):
                 raise
@@ -507,8 +507,8 @@ class DiskFio:
         )
 
     def _measure(self, profile: Profile) -> PerfResult:
-        from pytest_kvmio.fio_runner import GuestFio
-        from pytest_kvmio.hostcpu import HostCpuError, QemuCpu
+        from pytest_kvmio.perf.runner import GuestFio
+        from pytest_kvmio.collect.hostcpu import HostCpuError, QemuCpu
 
         guest = self.request.getfixturevalue("guest")
         guest_disk = self.request.getfixturevalue("guest_disk")
@@ -588,9 +588,9 @@ def _run_files(directory: Path, pattern: re.Pattern[str]) -> dict[str, list[tupl
 
 def offline_hosts(root: str, domain_globs: list[str] | None = None) -> list[Any]:
     """Return host targets built from a --fio-results directory (DIR/<host>/<domain>/<disk>/...)."""
-    from pytest_kvmio.domain import Disk, Domain, DomainXMLError, parse_domain
-    from pytest_kvmio.facts import HostFacts
-    from pytest_kvmio.targets import HostTarget
+    from pytest_kvmio.model.domain import Disk, Domain, DomainXMLError, parse_domain
+    from pytest_kvmio.collect.facts import HostFacts
+    from pytest_kvmio.collect.targets import HostTarget
 
     base = Path(root)
     hosts = []
@@ -616,7 +616,7 @@ def offline_hosts(root: str, domain_globs: list[str] | None = None) -> list[Any]
             if dom.disks:
                 domains.append(dom)
         hosts.append(HostTarget(name=host_dir.name, spec=None, facts=facts, domains=domains))
-    from pytest_kvmio.targets import filter_domains
+    from pytest_kvmio.collect.targets import filter_domains
 
     unmatched = filter_domains(hosts, domain_globs)
     if unmatched:

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio import cpucost
-from pytest_kvmio.gate import Gate, describe_hosts, fail_inconclusive, item_outcome
-from pytest_kvmio.verdicts import forced_outcome, write_json
-from pytest_kvmio.waivers import WaiverPlugin, resolve
+from pytest_kvmio.perf import cpucost
+from pytest_kvmio.report.gate import Gate, describe_hosts, fail_inconclusive, item_outcome
+from pytest_kvmio.report.record import forced_outcome, write_json
+from pytest_kvmio.report.waivers import WaiverPlugin, resolve
 
 STATUS = {
     "waived": ("waived", "W", ("WAIVED", {"yellow": True})),
@@ -37,7 +37,7 @@ def register(config: pytest.Config) -> None:
         config.pluginmanager.register(waivers, "kvmio-waivers")
     config.pluginmanager.register(ReportingPlugin(config, waivers), "kvmio-reporting")
     if config.pluginmanager.hasplugin("allure_pytest") and getattr(config.option, "allure_report_dir", None):
-        from pytest_kvmio.allure_support import AllureKvmio
+        from pytest_kvmio.report.allure import AllureKvmio
 
         config.pluginmanager.register(AllureKvmio(config, config.option.allure_report_dir), "kvmio-allure")
 

@@ -1,0 +1,1 @@
+"""The model: libvirt domain XML, cpusets and versions, parsed into plain values."""
