@@ -18,8 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_kvmio.model.domain import Disk, configured_queues
+import pytest
+
 from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.model.domain import Disk, configured_queues
+from pytest_kvmio.perf import session as perf_session
+from pytest_kvmio.perf.runner import is_scratch_serial
+from pytest_kvmio.settings import setting
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class Rule:
             "id": self.id, "level": self.level, "severity": self.severity, "summary": self.summary,
             "reason": self.reason, "applies_when": self.applies_when, "fix": self.fix,
         }
+
+
+#: Severities a rule may have (Allure's levels).
+SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 
 
 # --- applicability predicates ------------------------------------------------------------------
@@ -177,8 +186,6 @@ def _flash_devices(scope: Scope) -> str | None:
 
 def _perf_runnable(scope: Scope) -> str | None:
     """Return why fio can't concern this disk at all: offline without results, or a write profile on a non-scratch disk."""
-    from pytest_kvmio.perf import suite as perf  # perf loads thresholds (a session setting); the catalogue is below it
-    from pytest_kvmio.perf.runner import is_scratch_serial
 
     config = scope.config
     if config.getoption("kvmio_fio_results", None):
@@ -188,15 +195,13 @@ def _perf_runnable(scope: Scope) -> str | None:
     profile = scope.params.get("profile")
     if profile is None:
         return None
-    pattern = str(config.getini("kvmio_scratch_serial") or "kvmio-scratch*")
-    if perf.state(config).thresholds.profile(str(profile)).write and not is_scratch_serial(scope.disk.serial, pattern):
+    pattern = str(setting(config, "scratch_serial")[0])
+    if perf_session.state(config).thresholds.profile(str(profile)).write and not is_scratch_serial(scope.disk.serial, pattern):
         return f"{profile} writes and serial {scope.disk.serial!r} is not scratch ({pattern!r})"
     return None
 
 
 def _perf_limit(scope: Scope) -> str | None:
-    from pytest_kvmio.perf import suite as perf  # see _perf_runnable
-
     if "profile" not in scope.params:
         return None  # a project's own rule whose id starts with perf-: it decides for itself
     runnable = _perf_runnable(scope)
@@ -204,7 +209,7 @@ def _perf_limit(scope: Scope) -> str | None:
         return runnable
     profile, metric = scope.params.get("profile"), scope.params.get("metric")
     disk = scope.disk
-    thresholds = perf.state(scope.config).thresholds
+    thresholds = perf_session.state(scope.config).thresholds
     storage_class = thresholds.class_for(disk.id, disk.serial)
     if storage_class is None:
         return "no storage class matches the disk"
@@ -214,26 +219,22 @@ def _perf_limit(scope: Scope) -> str | None:
 
 
 def _perf_baseline(scope: Scope) -> str | None:
-    from pytest_kvmio.perf import suite as perf  # see _perf_runnable
-
     runnable = _perf_runnable(scope)
     if runnable:
         return runnable
     profile, metric = scope.params.get("profile"), scope.params.get("metric")
     disk = scope.disk
-    if perf.state(scope.config).thresholds.baseline(disk.id, str(profile), str(metric)) is None:
+    if perf_session.state(scope.config).thresholds.baseline(disk.id, str(profile), str(metric)) is None:
         return f"no {metric} baseline for {profile}"
     return None
 
 
 def _perf_class(scope: Scope) -> str | None:
-    from pytest_kvmio.perf import suite as perf  # see _perf_runnable
-
     runnable = _perf_runnable(scope)
     if runnable:
         return runnable
     disk = scope.disk
-    if perf.state(scope.config).thresholds.class_for(disk.id, disk.serial) is None:
+    if perf_session.state(scope.config).thresholds.class_for(disk.id, disk.serial) is None:
         return "no storage class matches the disk"
     return None
 
@@ -320,3 +321,38 @@ def lookup(rule_id: str) -> Rule | None:
     if found is None and rule_id.startswith("perf-"):
         found = next((r for r in RULES if "<" in r.id and fnmatch.fnmatchcase(rule_id, r.id.replace("<profile>", "*"))), None)
     return found
+
+
+# --- the rule of a test item ------------------------------------------------------------------
+
+def rule_of(item: pytest.Item) -> tuple[str, str] | None:
+    """Return (rule id, severity) of an item's `rule` marker; a malformed marker is a usage error.
+
+    The severity is the marker's, else the catalogue's, else normal.
+    """
+    marker = item.get_closest_marker("rule")
+    if marker is None:
+        return None
+    if len(marker.args) != 1 or not isinstance(marker.args[0], str):
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.rule takes one rule id string, e.g. rule('disk-cache-safe')")
+    entry = lookup(marker.args[0])
+    severity = marker.kwargs.get("severity", entry.severity if entry else "normal")
+    if severity not in SEVERITIES:
+        raise pytest.UsageError(
+            f"{item.nodeid}: rule severity {severity!r} is not one of {', '.join(SEVERITIES)}"
+        )
+    return marker.args[0], severity
+
+
+def applies_of(item: pytest.Item) -> Applies | None:
+    """Return the applicability check of an item's rule: the marker's `applies=`, else the catalogue's."""
+    marker = item.get_closest_marker("rule")
+    if marker is None:
+        return None
+    own = marker.kwargs.get("applies")
+    if own is not None:
+        if not callable(own):
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.rule(applies=...) takes a callable of the Scope")
+        return own  # type: ignore[no-any-return]
+    entry = lookup(str(marker.args[0])) if marker.args else None
+    return entry.not_applicable if entry is not None else None

@@ -7,11 +7,15 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.model.domain import Disk, Domain
-from pytest_kvmio.errors import CouldNotJudge
 from pytest_kvmio.collect.facts import HostFacts
+from pytest_kvmio.collect.guest import GuestError, GuestUnavailable, guest_host
+from pytest_kvmio.collect.guestmap import Unmapped, map_guest_disks
 from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.errors import CouldNotJudge
+from pytest_kvmio.model.domain import Disk, Domain
+from pytest_kvmio.perf.diskfio import DiskFio
 from pytest_kvmio.report.record import EXTRA_FACTS, REC_NOTE, REC_OUTCOME, item_record
+from pytest_kvmio.state import STATE
 
 
 def _target(request: pytest.FixtureRequest) -> Target:
@@ -88,7 +92,6 @@ def kvmio_record(request: pytest.FixtureRequest) -> Callable[[str, object], None
 
 
 def _state(request: pytest.FixtureRequest) -> Any:
-    from pytest_kvmio.plugin import STATE
 
     return request.config.stash[STATE]
 
@@ -103,7 +106,6 @@ GUEST_SKIP_REASONS = (
 
 def _open_guest(target: Target, spec: str | None) -> Any:
     """Return the guest Host, a skip reason (str), or CouldNotJudge for an infrastructure fault."""
-    from pytest_kvmio.collect.guest import GuestError, GuestUnavailable, guest_host
 
     assert target.domain is not None
     if target.domain.running is False:
@@ -127,7 +129,6 @@ def guest_or_reason(config: pytest.Config, target: Target) -> Any:
     """Return the target domain's guest Host, or why it can't be reached (asked once per domain)."""
     if target.host.offline or target.domain is None:
         return "offline lint (--domain-xml): no guest to reach; pass --host"
-    from pytest_kvmio.plugin import STATE
 
     state = config.stash[STATE]
     key = target.domain.id
@@ -150,7 +151,6 @@ def guest(kvmio_target: Target, request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def guest_disk(disk: Disk, guest: Any, request: pytest.FixtureRequest) -> Any:
     """The guest block device of `disk`, found by serial or SCSI address (never by vdX name)."""
-    from pytest_kvmio.collect.guestmap import Unmapped, map_guest_disks
 
     state = _state(request)
     key = disk.domain.id
@@ -170,7 +170,6 @@ def fio(kvmio_target: Target, request: pytest.FixtureRequest) -> Any:
     Write profiles run only on scratch disks (serial glob + no signature, checked in the guest first);
     read profiles run with --readonly. With --fio-results, results are read from files instead.
     """
-    from pytest_kvmio.perf.suite import DiskFio
 
     if kvmio_target.disk is None:
         pytest.fail(f"{request.node.nodeid}: the fio fixture needs a disk-level target", pytrace=False)

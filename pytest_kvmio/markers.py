@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio import catalogue
 from pytest_kvmio.collect.facts import HostFacts
 from pytest_kvmio.model.versions import Requirement
 
@@ -19,46 +18,12 @@ MARKERS = {
     "requires_guest_agent": "skip unless the domain runs and its QEMU guest agent answers",
     "perf": "runs fio in guests (slow); deselect with -m 'not perf'",
 }
-SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 
 
 def register(config: pytest.Config) -> None:
     """Declare every kvmio marker so --strict-markers accepts them."""
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
-
-
-def rule_of(item: pytest.Item) -> tuple[str, str] | None:
-    """Return (rule id, severity) of an item's `rule` marker; a malformed marker is a usage error.
-
-    The severity is the marker's, else the catalogue's, else normal.
-    """
-    marker = item.get_closest_marker("rule")
-    if marker is None:
-        return None
-    if len(marker.args) != 1 or not isinstance(marker.args[0], str):
-        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.rule takes one rule id string, e.g. rule('disk-cache-safe')")
-    entry = catalogue.lookup(marker.args[0])
-    severity = marker.kwargs.get("severity", entry.severity if entry else "normal")
-    if severity not in SEVERITIES:
-        raise pytest.UsageError(
-            f"{item.nodeid}: rule severity {severity!r} is not one of {', '.join(SEVERITIES)}"
-        )
-    return marker.args[0], severity
-
-
-def applies_of(item: pytest.Item) -> catalogue.Applies | None:
-    """Return the applicability check of an item's rule: the marker's `applies=`, else the catalogue's."""
-    marker = item.get_closest_marker("rule")
-    if marker is None:
-        return None
-    own = marker.kwargs.get("applies")
-    if own is not None:
-        if not callable(own):
-            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.rule(applies=...) takes a callable of the Scope")
-        return own  # type: ignore[no-any-return]
-    entry = catalogue.lookup(str(marker.args[0])) if marker.args else None
-    return entry.not_applicable if entry is not None else None
 
 
 def unmet_requirement(item: pytest.Item, facts: HostFacts | None) -> str | None:

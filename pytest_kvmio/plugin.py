@@ -2,95 +2,82 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
 
-from pytest_kvmio import catalogue, markers
-from pytest_kvmio.perf import cpucost
+from pytest_kvmio import catalogue, fixtures, markers
 from pytest_kvmio.collect.connection import ansible_host_specs, parse_host_spec
-from pytest_kvmio.model.domain import DomainXMLError, load_domain_files
 from pytest_kvmio.collect.facts import assumed_facts
-from pytest_kvmio.options import add_options, setting
-from pytest_kvmio.collect.targets import OFFLINE_HOST, HostTarget, Target, filter_domains, iter_targets, load_host
-from pytest_kvmio.report.record import (
-    EXTRA_FACTS, REC_OUTCOME, REPORT_ATTR, VerdictCollector, format_table, is_rule_failure, item_record, message_of,
+from pytest_kvmio.collect.targets import (
+    OFFLINE_HOST,
+    HostTarget,
+    Target,
+    filter_domains,
+    iter_targets,
+    load_host,
 )
+from pytest_kvmio.fixtures import guest_or_reason
+from pytest_kvmio.model.domain import DomainXMLError, load_domain_files
+from pytest_kvmio.options import add_options
+from pytest_kvmio.perf import cpucost
+from pytest_kvmio.perf.offline import offline_hosts
+from pytest_kvmio.perf.session import PerfPlugin
+from pytest_kvmio.report import plugin as reporting
+from pytest_kvmio.report.record import (
+    EXTRA_FACTS,
+    REC_OUTCOME,
+    REPORT_ATTR,
+    format_table,
+    is_rule_failure,
+    item_record,
+    message_of,
+)
+from pytest_kvmio.settings import check_conflicts, setting, validate_all
+from pytest_kvmio.state import STATE, KvmioState
 
-__all__ = ["EXTRA_FACTS", "STATE", "KvmioState"]
 #: Fixtures that make a test per target, from the finest level down.
 LEVEL_FIXTURES = (("disk", ("disk", "fio")), ("domain", ("domain", "guest")), ("host", ("host", "hypervisor")))
 
 
-@dataclass
-class KvmioState:
-    """Session state: where targets come from, the loaded hosts, the verdicts."""
+def load_targets(config: pytest.Config) -> list[HostTarget]:
+    """Read the run's targets: fio result directories, offline XML files, or each host's facts and domains."""
+    if config.getoption("kvmio_fio_results", None):  # offline perf: the files' directories are the targets
+        return offline_hosts(config.getoption("kvmio_fio_results"), config.getoption("kvmio_domains"))
+    xml = config.getoption("kvmio_domain_xml")
+    assume = config.getoption("kvmio_assume") or {}
+    if xml:
+        try:
+            domains = load_domain_files(xml)
+        except DomainXMLError as exc:
+            raise pytest.UsageError(f"--domain-xml: {exc}") from None
+        hosts = [HostTarget(name=OFFLINE_HOST, spec=None, facts=assumed_facts(OFFLINE_HOST, assume), domains=domains)]
+    else:
+        template = setting(config, "libvirt_uri")[0]
+        hosts = [load_host(spec, template, _progress(config)) for spec in host_specs(config)]
+        for host in hosts:
+            if host.error:
+                _progress(config)(f"kvmio: {host.error}")
+    globs = config.getoption("kvmio_domains")
+    names = sorted({d.name for h in hosts for d in h.domains})
+    unmatched = filter_domains(hosts, globs)
+    if unmatched:
+        raise pytest.UsageError(
+            f"--domain {', '.join(unmatched)}: matches no domain on "
+            f"{', '.join(h.name for h in hosts if not h.error)}; check the name or drop the filter"
+            + (f" (domains there: {', '.join(names)})" if names else "")
+        )
+    return hosts
 
-    config: pytest.Config
-    collector: VerdictCollector = field(default_factory=VerdictCollector)
-    _hosts: list[HostTarget] | None = None
-    #: Per domain id: the guest's testinfra Host, or why it can't be reached (asked once per session).
-    guests: dict[str, Any] = field(default_factory=dict)
-    #: Per domain id: libvirt target dev -> GuestDisk or Unmapped.
-    guest_disks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def hosts(self) -> list[HostTarget]:
-        """Load the targets on first use: offline XML files, or each host's facts and domains."""
-        if self._hosts is None:
-            self._hosts = self._load()
-        return self._hosts
-
-    @property
-    def loaded_hosts(self) -> list[HostTarget]:
-        return self._hosts or []
-
-    @property
-    def in_use(self) -> bool:
-        """Return True when this run checks something with kvmio (targets named, loaded, or rules run)."""
-        config = self.config
-        named = any(config.getoption(o, None) for o in ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains", "kvmio_json"))
-        return named or self._hosts is not None or bool(self.collector.verdicts)
-
-    def _progress(self, line: str) -> None:
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None and self.config.get_verbosity() >= 0:
+def _progress(config: pytest.Config) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and config.get_verbosity() >= 0:
             reporter.write_line(line)
 
-    def _load(self) -> list[HostTarget]:
-        config = self.config
-        if config.getoption("kvmio_fio_results", None):  # offline perf: the files' directories are the targets
-            from pytest_kvmio.perf.suite import offline_hosts
-
-            return offline_hosts(config.getoption("kvmio_fio_results"), config.getoption("kvmio_domains"))
-        xml = config.getoption("kvmio_domain_xml")
-        assume = config.getoption("kvmio_assume") or {}
-        if xml:
-            try:
-                domains = load_domain_files(xml)
-            except DomainXMLError as exc:
-                raise pytest.UsageError(f"--domain-xml: {exc}") from None
-            hosts = [HostTarget(name=OFFLINE_HOST, spec=None, facts=assumed_facts(OFFLINE_HOST, assume), domains=domains)]
-        else:
-            template = setting(config, "libvirt_uri")[0]
-            hosts = [load_host(spec, template, self._progress) for spec in host_specs(config)]  # type: ignore[arg-type]
-            for host in hosts:
-                if host.error:
-                    self._progress(f"kvmio: {host.error}")
-        globs = config.getoption("kvmio_domains")
-        names = sorted({d.name for h in hosts for d in h.domains})
-        unmatched = filter_domains(hosts, globs)
-        if unmatched:
-            raise pytest.UsageError(
-                f"--domain {', '.join(unmatched)}: matches no domain on "
-                f"{', '.join(h.name for h in hosts if not h.error)}; check the name or drop the filter"
-                + (f" (domains there: {', '.join(names)})" if names else "")
-            )
-        return hosts
-
-
-STATE = pytest.StashKey[KvmioState]()
+    return write
 
 
 def host_specs(config: pytest.Config) -> list[Any]:
@@ -99,10 +86,8 @@ def host_specs(config: pytest.Config) -> list[Any]:
     inventory = config.getoption("ansible_inventory", None)  # pytest-testinfra's option, reused
     if value is None:
         raw = ["ansible://all"] if inventory else ["local"]
-    elif isinstance(value, str):
-        raw = [v for v in value.replace(",", " ").split()]
-    else:
-        raw = [h for item in value for h in (item if isinstance(item, list) else str(item).split(","))]  # type: ignore[attr-defined]
+    else:  # --host is repeatable and each one comma-separated: a list of lists; environment and ini give a list
+        raw = [h for item in value for h in (item if isinstance(item, list) else [item])]
     specs = []
     seen = set()
     for text in raw:
@@ -127,23 +112,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
-    if config.getoption("kvmio_domain_xml") and config.getoption("kvmio_hosts"):
-        raise pytest.UsageError("--domain-xml lints files offline and --host checks live hosts; pass one of them")
-    if config.getoption("kvmio_assume") and not config.getoption("kvmio_domain_xml"):
-        raise pytest.UsageError("--assume supplies host facts for offline linting; use it with --domain-xml")
-    state = KvmioState(config)
+    check_conflicts(config)
+    validate_all(config)
+    state = KvmioState(config, loader=lambda: load_targets(config))
     config.stash[STATE] = state
     config.pluginmanager.register(state.collector, "kvmio-verdicts")
     # Registered now, after entry-point plugins, so kvmio's `host` wins over pytest-testinfra's.
-    from pytest_kvmio import fixtures
-
     config.pluginmanager.register(fixtures, "kvmio-fixtures")
-    from pytest_kvmio.perf.suite import PerfPlugin
-
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
-    from pytest_kvmio.report import plugin as reporting  # waivers, the gate, the ticket line, Allure
-
-    reporting.register(config)
+    reporting.register(config)  # waivers, the gate, the ticket line, Allure
 
 
 def _level(fixturenames: list[str]) -> str | None:
@@ -182,9 +159,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     kept = []
     for item in items:
         target = _item_target(item)
-        rule = markers.rule_of(item) if target is not None else None
+        rule = catalogue.rule_of(item) if target is not None else None
         if rule is not None and target is not None:
-            applies = markers.applies_of(item)
+            applies = catalogue.applies_of(item)
             callspec = getattr(item, "callspec", None)
             params = {k: v for k, v in (callspec.params if callspec else {}).items() if k != "kvmio_target"}
             scope = catalogue.Scope(target, params, config)
@@ -227,8 +204,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("requires_guest_agent") is not None:
         if target is None or target.domain is None:
             pytest.skip("requires a guest agent: this test has no domain (request `domain`, `disk` or `guest`)")
-        from pytest_kvmio.fixtures import guest_or_reason
-
         found = guest_or_reason(item.config, target)
         if isinstance(found, str):
             pytest.skip(f"requires a guest agent: {found}")
@@ -259,7 +234,7 @@ def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     """Attach the item's verdict record to its report: built once here, read by every reporter."""
     report = yield
-    rule = markers.rule_of(item)
+    rule = catalogue.rule_of(item)
     if rule is None:
         return report
     target = _item_target(item)

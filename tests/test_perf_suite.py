@@ -180,7 +180,7 @@ def _profile(name: str = "randread-4k-qd128", rw: str = "randread"):
 
 def test_a_job_error_raises_fio_job_error_naming_target_profile_job_and_error():
     from pytest_kvmio.perf.fio import FioJobError, read_fio
-    from pytest_kvmio.perf.suite import metrics_of
+    from pytest_kvmio.perf.results import metrics_of
 
     path = CORPUS / "randtrim-file-error.json"
     with pytest.raises(FioJobError) as info:
@@ -196,7 +196,7 @@ def test_per_job_entries_combine_completion_and_total_latency():
     import dataclasses
 
     from pytest_kvmio.perf.fio import read_fio
-    from pytest_kvmio.perf.suite import metrics_of
+    from pytest_kvmio.perf.results import metrics_of
 
     report = read_fio(CORPUS / "randread-numjobs2-perjob.json")
     first, second = report.metrics

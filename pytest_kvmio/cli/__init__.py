@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kvmio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from pytest_kvmio.lab import cli as lab_cli  # lazily: the lab needs libvirt-python, the other commands don't
+    # Imported here, not at the top: the lab needs libvirt-python, which the other commands don't.
+    from pytest_kvmio.lab import cli as lab_cli
 
     lab_cli.add_parser(sub)
     fio_cli.add_parser(sub)

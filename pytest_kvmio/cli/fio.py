@@ -7,7 +7,14 @@ import json
 import sys
 from typing import Any, TextIO
 
-from pytest_kvmio.perf.fio import FioError, FioMetrics, FioReport, check_plausibility, read_fio
+from pytest_kvmio.errors import CommandError
+from pytest_kvmio.perf.fio import (
+    FioError,
+    FioMetrics,
+    FioReport,
+    check_plausibility,
+    read_fio,
+)
 
 MIB = 1024 * 1024
 PREAMBLE_LINES = 3
@@ -38,8 +45,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print the metrics of every file in `args.files`; return the exit code."""
-    from pytest_kvmio.errors import CommandError
-
     out = out or sys.stdout
     try:
         reports = [read_fio(path) for path in args.files]

@@ -7,7 +7,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_kvmio.model.domain import Domain, ImageFacts, parse_domain, DomainXMLError
+from pytest_kvmio.collect.connection import libvirt_module
+from pytest_kvmio.model.domain import Domain, DomainXMLError, ImageFacts, parse_domain
 from pytest_kvmio.model.versions import Requirement, Version
 
 #: Requirements io_uring needs (kernel 5.1 has it; 5.10 is the first LTS with a stable one).
@@ -238,6 +239,4 @@ def collect_host_facts(name: str, testinfra_host: Any, conn: Any, uri: str) -> t
 
 
 def _libvirt() -> Any:
-    from pytest_kvmio.collect.connection import libvirt_module
-
     return libvirt_module()

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_kvmio.collect.connection import HostSpec, HostUnreachable, open_readonly
-from pytest_kvmio.model.domain import Disk, Domain
 from pytest_kvmio.collect.facts import FactsError, HostFacts, collect_host_facts
+from pytest_kvmio.model.domain import Disk, Domain
 
 OFFLINE_HOST = "offline"
 

@@ -26,7 +26,13 @@ from pytest_kvmio.lab import (
     topology,
     xmlgen,
 )
-from pytest_kvmio.lab.paths import DOMAIN_PREFIX, LIBVIRT_URI, LabPaths, guest_ssh_port, ssh_port
+from pytest_kvmio.lab.paths import (
+    DOMAIN_PREFIX,
+    LIBVIRT_URI,
+    LabPaths,
+    guest_ssh_port,
+    ssh_port,
+)
 from pytest_kvmio.lab.progress import Progress
 from pytest_kvmio.lab.shell import tail
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
 from functools import total_ordering
+from typing import Any
 
 _LEADING = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
 _OPS: dict[str, Callable[[Any, Any], bool]] = {

@@ -109,7 +109,9 @@ def spread(samples: Sequence[float]) -> float:
 
 def dispersion(samples: Sequence[float]) -> float:
     """Return normal-scaled MAD / |median|: 0 for identical samples, inf around a zero median."""
-    from scipy.stats import median_abs_deviation  # only noise figures need scipy: import it late
+    from scipy.stats import (
+        median_abs_deviation,  # only noise figures need scipy: import it late
+    )
 
     deviation = float(median_abs_deviation(samples, scale="normal"))
     if deviation == 0:

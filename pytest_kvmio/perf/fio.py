@@ -14,12 +14,12 @@ included) is `tlat_*_us`; neither stands in for the other.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import math
 import os
 import re
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources

@@ -27,7 +27,11 @@ from typing import Any
 import allure
 import pytest
 
+from pytest_kvmio import __version__
+from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.perf.decide import format_value
 from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, record_of
+from pytest_kvmio.state import STATE
 
 #: Allure categories; first match wins. Regexes match the whole message (Allure 2 uses Java
 #: `matches`), so they are wrapped in [\s\S]* rather than using (?s). Allure 3 takes its categories from
@@ -119,7 +123,6 @@ def limit_edges(limit: Any) -> list[tuple[str, float]]:
 
 def comparison_html(entries: list[dict[str, Any]]) -> str:
     """Return an HTML table: measured median and samples vs limit vs baseline (± tolerance)."""
-    from pytest_kvmio.perf.decide import format_value
 
     def fmt(value: Any, metric: str) -> str:
         return format_value(float(value), metric) if isinstance(value, (int, float)) else "—"
@@ -203,7 +206,6 @@ class AllureKvmio:
         return report
 
     def _decorate(self, item: pytest.Item, record: dict[str, Any]) -> None:
-        from pytest_kvmio.collect.targets import Target
 
         rule, target_id = str(record["rule"]), str(record.get("target", ""))
         callspec = getattr(item, "callspec", None)
@@ -273,8 +275,6 @@ class AllureKvmio:
         """Write environment.properties, executor.json (in CI) and categories.json into the results dir."""
         from importlib.metadata import version
 
-        from pytest_kvmio import __version__
-        from pytest_kvmio.plugin import STATE
 
         self.results_dir.mkdir(parents=True, exist_ok=True)
         env = {

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.report.record import forced_outcome
+from pytest_kvmio.settings import setting
 
 #: Order in which counts appear in the ticket line.
 SHOWN = ("failed", "error", "inconclusive", "waived", "passed", "skipped", "xfailed", "xpassed")
@@ -114,14 +115,5 @@ def describe_hosts(hosts: list[Any]) -> str:
 
 
 def fail_inconclusive(config: pytest.Config) -> bool:
-    """Resolve --kvmio-fail-inconclusive (CLI > KVMIO_FAIL_INCONCLUSIVE); a bad env value is a usage error."""
-    import os
-
-    if config.getoption("kvmio_fail_inconclusive", None):
-        return True
-    raw = os.environ.get("KVMIO_FAIL_INCONCLUSIVE", "").strip().lower()
-    if raw in ("", "0", "no", "false", "off"):
-        return False
-    if raw in ("1", "yes", "true", "on"):
-        return True
-    raise pytest.UsageError(f"KVMIO_FAIL_INCONCLUSIVE={raw!r}: expected 1/0, yes/no, true/false or on/off")
+    """Resolve --kvmio-fail-inconclusive (CLI > KVMIO_FAIL_INCONCLUSIVE); a bad value is a usage error naming it."""
+    return bool(setting(config, "fail_inconclusive")[0])

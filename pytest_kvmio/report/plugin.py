@@ -18,9 +18,15 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.perf import cpucost
-from pytest_kvmio.report.gate import Gate, describe_hosts, fail_inconclusive, item_outcome
+from pytest_kvmio.report.gate import (
+    Gate,
+    describe_hosts,
+    fail_inconclusive,
+    item_outcome,
+)
 from pytest_kvmio.report.record import forced_outcome, write_json
 from pytest_kvmio.report.waivers import WaiverPlugin, resolve
+from pytest_kvmio.state import STATE
 
 STATUS = {
     "waived": ("waived", "W", ("WAIVED", {"yellow": True})),
@@ -37,7 +43,9 @@ def register(config: pytest.Config) -> None:
         config.pluginmanager.register(waivers, "kvmio-waivers")
     config.pluginmanager.register(ReportingPlugin(config, waivers), "kvmio-reporting")
     if config.pluginmanager.hasplugin("allure_pytest") and getattr(config.option, "allure_report_dir", None):
-        from pytest_kvmio.report.allure import AllureKvmio
+        from pytest_kvmio.report.allure import (
+            AllureKvmio,  # only where allure-pytest is loaded and enabled
+        )
 
         config.pluginmanager.register(AllureKvmio(config, config.option.allure_report_dir), "kvmio-allure")
 
@@ -69,7 +77,6 @@ class ReportingPlugin:
     # print the ticket line after the terminal reporter's own summary, so it is the last line.
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> Generator[None, None, None]:
-        from pytest_kvmio.plugin import STATE
 
         state = self.config.stash.get(STATE, None)
         # Runs that check nothing with kvmio (e.g. a project's own unit tests) keep pytest's behaviour.
@@ -99,7 +106,6 @@ class ReportingPlugin:
                 terminalreporter.write_line(line)
 
     def ticket_line(self) -> str:
-        from pytest_kvmio.plugin import STATE
 
         state = self.config.stash.get(STATE, None)
         hosts = describe_hosts(state.loaded_hosts) if state is not None else ""
@@ -116,7 +122,6 @@ class ReportingPlugin:
 
     def _write_json(self) -> None:
         """Write the JSON summary once, at the end: verdicts, hosts, the gate and the waivers."""
-        from pytest_kvmio.plugin import STATE
 
         path = self.config.getoption("kvmio_json", None)
         state = self.config.stash.get(STATE, None)

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from pytest_kvmio import __version__
+
 OUTCOMES = ("passed", "failed", "error", "skipped", "inconclusive", "waived")
 #: Column of the rules table and key of the JSON summary for targets a rule does not concern (no item).
 NOT_APPLICABLE = "not_applicable"
@@ -160,8 +162,6 @@ def write_json(
     not_applicable: Mapping[str, int] | None = None,
 ) -> None:
     """Write the machine-readable summary; the parent directory is created."""
-    from pytest_kvmio import __version__
-
     totals = Counter(v.outcome for v in verdicts)
     document = {
         "kvmio_version": __version__,

@@ -22,7 +22,15 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, is_rule_failure, item_record
+from pytest_kvmio.catalogue import rule_of
+from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.report.record import (
+    REC_OUTCOME,
+    REC_WAIVER,
+    is_rule_failure,
+    item_record,
+)
+from pytest_kvmio.settings import setting
 
 WAIVED = "waived"
 
@@ -126,8 +134,6 @@ def load_waivers(path: str | Path, source: str = "--waivers") -> list[Waiver]:
 
 
 def _target_id(item: pytest.Item) -> str | None:
-    from pytest_kvmio.collect.targets import Target
-
     callspec = getattr(item, "callspec", None)
     target = callspec.params.get("kvmio_target") if callspec is not None else None
     return target.id if isinstance(target, Target) else None
@@ -163,8 +169,6 @@ class WaiverPlugin:
             return report
         if not is_rule_failure(call):
             return report  # kvmio could not judge: an error, not a deviation to accept
-        from pytest_kvmio.markers import rule_of
-
         rule = rule_of(item)
         target = _target_id(item)
         if rule is None or target is None:
@@ -213,8 +217,6 @@ class WaiverPlugin:
 
 def resolve(config: pytest.Config) -> WaiverPlugin | None:
     """Load the waivers named by --waivers (or KVMIO_WAIVERS); None when there are none."""
-    from pytest_kvmio.options import setting
-
     value, source = setting(config, "waivers")
     if not value:
         return None

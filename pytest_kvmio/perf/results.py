@@ -1,0 +1,208 @@
+"""One measurement: fio metrics of a profile's jobs combined, the repeated runs' result, the environment fingerprint."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_kvmio.perf.decide import format_value
+from pytest_kvmio.perf.fio import (
+    LATENCY_METRICS,
+    FioError,
+    FioJobError,
+    FioMetrics,
+    FioReport,
+)
+from pytest_kvmio.perf.thresholds import (
+    Profile,
+)
+
+#: Metrics recorded per run (FioMetrics fields) plus the host CPU cost.
+RUN_METRICS = (
+    "iops", "bw_bytes", *LATENCY_METRICS, "errors", "cpu_usr_pct", "cpu_sys_pct", "runtime_s",
+)
+HOST_CPU = "host_cpu_us_per_io"
+UNITS = {"iops": "IOPS", "bw_bytes": "B/s", "errors": "errors", "runtime_s": "s", HOST_CPU: "µs/IO"}
+
+
+def unit_of(metric: str) -> str:
+    """Return the unit a report shows next to a metric."""
+    if metric.endswith("_us"):
+        return "µs"
+    if metric.endswith("_pct"):
+        return "%"
+    return UNITS.get(metric, "")
+
+
+# --- one measurement ------------------------------------------------------------------------
+
+
+def _direction(rw: str) -> str:
+    if rw in ("read", "randread"):
+        return "read"
+    if rw in ("trim", "randtrim"):
+        return "trim"
+    if rw in ("write", "randwrite"):
+        return "write"
+    return "mixed"
+
+
+def _combine(entries: list[FioMetrics], direction: str) -> FioMetrics:
+    """Return one entry for several jobs (no group_reporting) or the read+write halves of a mix."""
+    import dataclasses
+
+    if len(entries) == 1:
+        return entries[0]
+    ios = [e.total_ios or 0 for e in entries]
+    weights = sum(ios)
+
+    def mean(name: str) -> float | None:
+        means = [getattr(e, name) for e in entries]
+        if not weights or any(m is None for m in means):
+            return None
+        return sum(m * n for m, n in zip(means, ios)) / weights
+
+    def worst(name: str) -> float | None:
+        values = [getattr(e, name) for e in entries]
+        return None if any(v is None for v in values) else max(values)
+
+    # Means weighted by I/Os; percentiles: the worst job's, conservative, never optimistic.
+    latency: dict[str, Any] = {
+        name: mean(name) if name.endswith("_mean_us") else worst(name) for name in LATENCY_METRICS
+    }
+
+    return dataclasses.replace(
+        entries[0],
+        direction=direction,
+        iops=sum(e.iops for e in entries),
+        bw_bytes=sum(e.bw_bytes for e in entries),
+        **latency,
+        runtime_s=max(e.runtime_s for e in entries),
+        io_bytes=sum(e.io_bytes for e in entries),
+        total_ios=sum(ios) if all(e.total_ios is not None for e in entries) else None,
+        errors=sum(e.errors for e in entries),
+        jobs_merged=None if any(e.jobs_merged is None for e in entries) else sum(e.jobs_merged or 0 for e in entries),
+        notes=tuple(dict.fromkeys(n for e in entries for n in e.notes)),
+    )
+
+
+def metrics_of(report: FioReport, profile: Profile, target: str | None = None) -> FioMetrics:
+    """Return the one entry a profile is judged on: its direction, jobs merged; read+write for mixes.
+
+    A job that reported an error (fio's "error" != 0) raises FioJobError naming the target
+    (host/domain/disk), the profile, the job and the error: its numbers are not a measurement.
+    """
+    job_errors = report.job_errors()
+    if job_errors:
+        where = f"{target}: " if target else ""
+        raise FioJobError(
+            report.source, f"{where}profile {profile.name}: fio reported {'; '.join(job_errors)}", job_errors
+        )
+    direction = _direction(profile.rw)
+    if direction == "mixed":
+        entries = [m for m in report.metrics if m.direction == "mixed"] or [
+            m for m in report.metrics if m.direction in ("read", "write")
+        ]
+    else:
+        entries = [m for m in report.metrics if m.direction == direction]
+    if not entries:
+        have = ", ".join(m.label for m in report.metrics) or "nothing"
+        raise FioError(report.source, f"no {direction} result for profile {profile.name} (have {have})")
+    return _combine(entries, direction)
+
+
+def host_cpu_us_per_io(cpu_seconds: float, metrics: FioMetrics, ramp_time: int) -> float | None:
+    """Return QEMU CPU µs per I/O: CPU over the whole fio command / I/Os over runtime + ramp.
+
+    fio counts I/Os only after ramp_time, but the QEMU process also worked during the ramp; the I/O
+    count is extrapolated with the measured IOPS so the ramp does not inflate the cost.
+    """
+    ios = metrics.iops * (metrics.runtime_s + ramp_time)
+    if ios <= 0:
+        return None
+    return cpu_seconds * 1e6 / ios
+
+
+@dataclass
+class PerfResult:
+    """Repeated runs of one profile on one disk: per-run metrics, host CPU cost, medians."""
+
+    target: str
+    profile: str
+    serial: str | None = None
+    device: str | None = None
+    readonly: bool = True
+    runs: list[FioMetrics] = field(default_factory=list)
+    host_cpu: list[float | None] = field(default_factory=list)
+    run_seconds: list[float] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    storage_class: str | None = None
+    prefill_seconds: float | None = None
+    notes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def samples(self, metric: str) -> list[float | None]:
+        """Return one value per run (None where fio could not measure it)."""
+        if metric == HOST_CPU:
+            return list(self.host_cpu)
+        values: list[float | None] = []
+        for run in self.runs:
+            value = getattr(run, metric)
+            values.append(None if value is None else float(value))
+        return values
+
+    def median(self, metric: str) -> float | None:
+        """Return the median of a metric, None unless every run measured it."""
+        values = self.samples(metric)
+        if not values or any(v is None for v in values):
+            return None
+        return float(statistics.median(v for v in values if v is not None))
+
+    def as_result(self) -> dict[str, Any]:
+        """Return the entry of the perf results file (perf-results.schema.json)."""
+        samples = {m: self.samples(m) for m in RUN_METRICS}
+        if any(v is not None for v in self.host_cpu):
+            samples[HOST_CPU] = list(self.host_cpu)
+        samples = {k: [None if v is None or not math.isfinite(v) else v for v in vs] for k, vs in samples.items()}
+        return {
+            "target": self.target,
+            "profile": self.profile,
+            "serial": self.serial,
+            "fingerprint": {k: v for k, v in self.fingerprint.items() if k not in HOST_FIELDS},
+            "samples": samples,
+        }
+
+    def summary(self) -> str:
+        """Return one line: medians of the headline metrics."""
+        parts = [f"{format_value(self.median('iops') or 0)} IOPS"]
+        lat = self.median("clat_mean_us")
+        if lat is not None:
+            parts.append(f"mean {format_value(lat, 'clat_mean_us')}")
+        cpu = self.median(HOST_CPU)
+        if cpu is not None:
+            parts.append(f"host CPU {format_value(cpu)} µs/IO")
+        return ", ".join(parts)
+
+
+HOST_FIELDS = ("cpu_model", "kernel", "qemu", "libvirt")
+
+
+def fingerprint_of(facts: Any, disk: Any, storage_class: str | None) -> dict[str, Any]:
+    """Return the environment a measurement ran on (the fields baselines compare)."""
+    model = "virtio-blk" if disk.is_virtio_blk else "virtio-scsi" if disk.is_virtio_scsi else disk.bus
+    return {
+        "cpu_model": getattr(facts, "cpu_model", None),
+        "kernel": _str(getattr(facts, "kernel", None)),
+        "qemu": _str(getattr(facts, "qemu", None)),
+        "libvirt": _str(getattr(facts, "libvirt", None)),
+        "storage_class": storage_class,
+        "device_model": model,
+        "io_mode": disk.io,
+        "cache": disk.effective_cache if disk.domain.xml else disk.cache,  # offline without XML: unknown
+    }
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)

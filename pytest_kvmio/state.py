@@ -1,0 +1,53 @@
+"""Session state, in one low module: the loaded targets, the verdicts, what was asked of guests.
+
+`plugin.pytest_configure` creates it and stores it under `STATE`; fixtures, reporters and the perf
+glue read it from `config.stash[STATE]`. It imports nothing above the collection and report layers:
+how targets are loaded is handed in (`loader`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pytest_kvmio.collect.targets import HostTarget
+from pytest_kvmio.report.record import VerdictCollector
+
+#: Options that name kvmio targets: a run with one of them "uses kvmio" (the gate applies).
+TARGET_OPTIONS = ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains", "kvmio_json")
+
+
+@dataclass
+class KvmioState:
+    """Session state: where targets come from, the loaded hosts, the verdicts, guests asked once."""
+
+    config: pytest.Config
+    loader: Callable[[], list[HostTarget]]
+    collector: VerdictCollector = field(default_factory=VerdictCollector)
+    _hosts: list[HostTarget] | None = None
+    #: Per domain id: the guest's testinfra Host, or why it can't be reached (asked once per session).
+    guests: dict[str, Any] = field(default_factory=dict)
+    #: Per domain id: libvirt target dev -> GuestDisk or Unmapped.
+    guest_disks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def hosts(self) -> list[HostTarget]:
+        """Load the targets on first use: offline XML files, fio result directories, or live hosts."""
+        if self._hosts is None:
+            self._hosts = self.loader()
+        return self._hosts
+
+    @property
+    def loaded_hosts(self) -> list[HostTarget]:
+        return self._hosts or []
+
+    @property
+    def in_use(self) -> bool:
+        """Return True when this run checks something with kvmio (targets named, loaded, or rules run)."""
+        named = any(self.config.getoption(o, None) for o in TARGET_OPTIONS)
+        return named or self._hosts is not None or bool(self.collector.verdicts)
+
+
+STATE = pytest.StashKey[KvmioState]()
