@@ -15,12 +15,13 @@ import time
 
 import testinfra
 
-from pytest_kvmio.perf.runner import GuestFio
 from pytest_kvmio.collect.guest import agent_host
 from pytest_kvmio.collect.hostcpu import QemuCpu
-from pytest_kvmio.perf.results import host_cpu_us_per_io, metrics_of
 from pytest_kvmio.perf.decide import decide_limit
-from pytest_kvmio.perf.thresholds import Limit, load_thresholds
+from pytest_kvmio.perf.loading import load_thresholds
+from pytest_kvmio.perf.results import host_cpu_us_per_io, metrics_of
+from pytest_kvmio.perf.runner import GuestFio
+from pytest_kvmio.perf.thresholds import Limit
 
 
 def main() -> None:

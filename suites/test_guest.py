@@ -6,9 +6,9 @@ import shlex
 
 import pytest
 
-from pytest_kvmio.model.domain import configured_queues, default_queues
-from pytest_kvmio.errors import CouldNotJudge
 from pytest_kvmio.collect.guestmap import irq_delta, read_irq_counts
+from pytest_kvmio.errors import CouldNotJudge
+from pytest_kvmio.model.domain import configured_queues, default_queues
 
 #: Load lengths tried in turn until the interrupts answer the question; a busy host can starve a vCPU.
 IRQ_LOAD_SECONDS = (3, 6, 12)

@@ -12,7 +12,12 @@ from __future__ import annotations
 import pytest
 
 from pytest_kvmio.perf import suite as perf
-from pytest_kvmio.perf.decide import DEFAULT_MAX_SPREAD, decide_baseline, decide_limit, format_value
+from pytest_kvmio.perf.decide import (
+    DEFAULT_MAX_SPREAD,
+    decide_baseline,
+    decide_limit,
+    format_value,
+)
 
 pytestmark = pytest.mark.perf
 

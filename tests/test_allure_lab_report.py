@@ -23,7 +23,14 @@ import pytest
 
 from pytest_kvmio.report.allure import REPORT_NAME
 from tests.conftest import REPO, SUITES
-from tests.test_allure_report_browser import ALLURE, ARTIFACTS, chromium, serve_report, text_of, tree_paths
+from tests.test_allure_report_browser import (
+    ALLURE,
+    ARTIFACTS,
+    chromium,
+    serve_report,
+    text_of,
+    tree_paths,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 

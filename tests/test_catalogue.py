@@ -6,7 +6,6 @@ import importlib.util
 import inspect
 import json
 import re
-from pathlib import Path
 
 import pytest
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from pytest_kvmio.model.cpuset import format_cpuset, parse_cpuset
-from pytest_kvmio.model.domain import DomainXMLError, configured_queues, default_queues, load_domain_files, parse_domain
+from pytest_kvmio.model.domain import (
+    DomainXMLError,
+    configured_queues,
+    default_queues,
+    load_domain_files,
+    parse_domain,
+)
 from pytest_kvmio.model.versions import Version
 
 CORPUS = Path(__file__).resolve().parent / "data" / "domains"

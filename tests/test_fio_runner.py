@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from pytest_kvmio.collect.hostcpu import CpuSample, parse_sample, parse_stat
 from pytest_kvmio.perf.runner import (
     PROBE_BYTES,
     DeviceProbe,
@@ -23,7 +24,6 @@ from pytest_kvmio.perf.runner import (
     prefill_command,
     probe_script,
 )
-from pytest_kvmio.collect.hostcpu import CpuSample, parse_sample, parse_stat
 from pytest_kvmio.perf.thresholds import Profile
 
 READ = Profile("randread-4k", "r", "randread", "4k", 32, 4, 3, 1, write=False)

@@ -16,8 +16,21 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.guest import NOT_RUNNING, GuestCommandTimeout, GuestHost, GuestUnavailable, agent_host, guest_host
-from pytest_kvmio.collect.guestmap import DiskRef, GuestDisk, irq_delta, map_guest_disks, read_irq_counts
+from pytest_kvmio.collect.guest import (
+    NOT_RUNNING,
+    GuestCommandTimeout,
+    GuestHost,
+    GuestUnavailable,
+    agent_host,
+    guest_host,
+)
+from pytest_kvmio.collect.guestmap import (
+    DiskRef,
+    GuestDisk,
+    irq_delta,
+    map_guest_disks,
+    read_irq_counts,
+)
 
 pytestmark = pytest.mark.lab
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pytest
 
+from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.thresholds import (
     DEFAULT_NOISE_MULTIPLE,
     METRIC_DIRECTIONS,
@@ -15,7 +17,6 @@ from pytest_kvmio.perf.thresholds import (
     Thresholds,
     ThresholdsError,
     direction_of,
-    load_thresholds,
     match_target,
     renamed_metric,
 )
@@ -253,9 +254,9 @@ def test_noise_fields_load_and_widen_the_band(tmp_path: Path) -> None:
     file_level = loaded.baseline("hv-nvme-01/db01/vdb", "randread-4k-qd32x4", "iops")
     assert file_level is not None
     assert (file_level.noise, file_level.sessions, file_level.noise_multiple) == (0.05, 2, 4)
-    assert file_level.band == pytest.approx(0.20)  # max(15%, 4 × 5%)
+    assert file_level.band == pytest.approx(1 - math.exp(-0.20))  # max(15%, 1 - e^(-4 × 5%)): 18%
     entry_level = loaded.baseline("hv-nvme-02/db01/vdb", "randread-4k-qd32x4", "iops")
-    assert entry_level is not None and entry_level.noise_multiple == 2 and entry_level.band == pytest.approx(0.24)
+    assert entry_level is not None and entry_level.noise_multiple == 2 and entry_level.band == pytest.approx(1 - math.exp(-0.24))  # its own noise, 12%
     no_noise = loaded.baseline("hv-nvme-02/db01/vdb", "randread-4k-qd32x4", "bw_bytes")
     assert no_noise is not None and (no_noise.noise, no_noise.sessions, no_noise.band) == (None, None, 0.15)
 

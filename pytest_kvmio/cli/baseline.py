@@ -25,15 +25,15 @@ import yaml
 
 from pytest_kvmio.errors import CommandError
 from pytest_kvmio.perf.decide import fingerprint_diff, session_noise
+from pytest_kvmio.perf.documents import load_yaml, validate
+from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.thresholds import (
     DEFAULT_NOISE_MULTIPLE,
     DEFAULT_TOLERANCE,
     METRIC_DIRECTIONS,
     Thresholds,
     ThresholdsError,
-    load_thresholds,
-    load_yaml,
-    validate,
+    band_of,
 )
 
 __all__ = ["add_parser", "record", "run_record"]
@@ -304,7 +304,7 @@ def record(
             if math.isfinite(noise):
                 noise = round(noise, 3)
                 entry["noise"] = noise
-                band = max(metric_tolerance, multiple * noise)
+                band = band_of(metric_tolerance, noise, multiple, METRIC_DIRECTIONS[metric])
                 if band > metric_tolerance:
                     warnings.append(
                         f"{label}: noise {noise:.0%} over {len(per_session)} session(s) widens the gate's band from "

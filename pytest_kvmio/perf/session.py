@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.results import HOST_FIELDS, PerfResult
-from pytest_kvmio.perf.thresholds import (
-    Profile,
-    Thresholds,
-    ThresholdsError,
-    load_thresholds,
-)
+from pytest_kvmio.perf.thresholds import Profile, Thresholds, ThresholdsError
 from pytest_kvmio.settings import setting
 
 # --- session state --------------------------------------------------------------------------

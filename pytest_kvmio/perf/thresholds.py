@@ -1,30 +1,19 @@
-"""Load fio profiles, storage classes, limits and baselines from a `thresholds/` directory.
+"""The thresholds model: fio profiles, storage classes and their limits, baselines, metric directions.
 
-Layout (all YAML, each file validated by a JSON Schema in `pytest_kvmio/schemas/`):
-
-    thresholds/profiles.yaml      fio profiles          (profiles.schema.json)
-    thresholds/classes.yaml       storage classes + limits (classes.schema.json)
-    thresholds/baselines/*.yaml   recorded baselines    (baselines.schema.json), optional
-
-A bad file raises `ThresholdsError` naming the file, the path inside it and what was expected.
+Loaded from a `thresholds/` directory by `loading.load_thresholds`; the YAML and schema checks are in
+`documents`. A bad file raises `ThresholdsError` naming the file, the path inside it and what was expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
-
-import jsonschema
-import yaml
 
 __all__ = [
     "DEFAULT_MAX_SPREAD",
@@ -44,10 +33,7 @@ __all__ = [
     "ThresholdsError",
     "direction_of",
     "renamed_metric",
-    "load_thresholds",
-    "load_yaml",
     "match_target",
-    "validate",
 ]
 
 Direction = Literal["higher-is-better", "lower-is-better"]
@@ -97,7 +83,7 @@ DEFAULT_MAX_SPREAD = 0.25
 #: A baseline's band is max(tolerance, this x its recorded noise); a baseline file may set `noise_multiple`.
 DEFAULT_NOISE_MULTIPLE = 3.0
 
-_WRITING_RW = frozenset({"write", "randwrite", "rw", "readwrite", "randrw", "trim", "randtrim", "trimwrite"})
+WRITING_RW = frozenset({"write", "randwrite", "rw", "readwrite", "randrw", "trim", "randtrim", "trimwrite"})
 _UNITS = {"": 1, "k": 1024, "m": 1024**2}
 
 
@@ -236,6 +222,19 @@ class StorageClass:
         return any(rule.matches(target_id, serial) for rule in self.match)
 
 
+def band_of(tolerance: float, noise: float, multiple: float, direction: Direction) -> float:
+    """Return the relative band a baseline allows: the tolerance, or more where multiple x noise says so.
+
+    Noise is on the log scale (multiplicative), so the widened lower edge is median x exp(-multiple x noise)
+    for a higher-is-better metric (it never reaches zero) and the upper edge median x exp(+multiple x noise).
+    """
+    if not math.isfinite(noise):
+        return tolerance
+    spread = multiple * noise
+    widened = 1 - math.exp(-spread) if direction == "higher-is-better" else math.exp(spread) - 1
+    return max(tolerance, widened)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """A recorded median of one metric for one target glob and profile."""
@@ -256,10 +255,15 @@ class Baseline:
 
     @property
     def band(self) -> float:
-        """Return the relative band the gate allows: the tolerance, widened to noise_multiple x noise."""
+        """Return the relative band the gate allows: the tolerance, widened by noise_multiple x the recorded noise.
+
+        The noise is on the log scale (multiplicative), so the widened edge is median x exp(-k x noise) for a
+        higher-is-better metric (never at or below zero: a throttle far below still fails) and
+        median x exp(+k x noise) for a lower-is-better one.
+        """
         if self.noise is None:
             return self.tolerance
-        return max(self.tolerance, self.noise_multiple * self.noise)
+        return band_of(self.tolerance, self.noise, self.noise_multiple, self.direction)
 
 
 @dataclass(frozen=True)
@@ -331,298 +335,3 @@ def match_target(pattern: str, target_id: str) -> bool:
     return all(fnmatch.fnmatchcase(t, p) for p, t in zip(pattern_parts, target_parts))
 
 
-# --- YAML and schema validation -------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys and keeps dates as strings."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, yaml.Node] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            continue  # let the constructor report an unhashable key
-        if key in seen:
-            first = seen[key].start_mark.line + 1
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first defined on line {first})", key_node.start_mark
-            )
-        seen[key] = key_node
-    return loader.construct_mapping(node, deep=deep)
-
-
-def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> str:
-    """Keep `at: 2024-05-02` a string, as the schema and the Baseline model expect."""
-    return str(loader.construct_scalar(node))
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
-
-
-def load_yaml(path: Path | str, label: str | None = None) -> Any:
-    """Parse one YAML file; raise ThresholdsError with line and column on bad syntax or duplicate keys."""
-    name = label or str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ThresholdsError(f"{name}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ThresholdsError(f"{name}: cannot read: {exc}") from None
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        problem = exc.problem or "invalid YAML"
-        context = f" ({exc.context})" if exc.context and exc.context != problem else ""
-        raise ThresholdsError(f"{where}: YAML error: {problem}{context}") from None
-    except yaml.YAMLError as exc:
-        raise ThresholdsError(f"{name}: YAML error: {exc}") from None
-
-
-def _schema(kind: str) -> dict[str, Any]:
-    text = resources.files("pytest_kvmio").joinpath("schemas", f"{kind}.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
-
-
-def validate(kind: str, document: Any, label: str) -> None:
-    """Validate a document against schemas/<kind>.schema.json; raise ThresholdsError listing every problem."""
-    validator = jsonschema.Draft202012Validator(_schema(kind))
-    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        raise ThresholdsError("\n".join(f"{label}: {_describe(e)}" for e in errors[:20]))
-
-
-def format_path(parts: Iterable[Any]) -> str:
-    """Return a JSON path like `classes.nvme-local.match[0].serial`."""
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "nothing (an empty value)"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-_TYPE_WORDS = {
-    "number": "a number",
-    "integer": "an integer",
-    "string": "a string",
-    "object": "a mapping",
-    "array": "a list",
-    "boolean": "true or false",
-    "null": "nothing",
-}
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    """Return `path: expected ..., got ...` for one schema error."""
-    path = format_path(error.absolute_path)
-    prefix = f"{path}: " if path else ""
-    validator, expected, value = error.validator, error.validator_value, error.instance
-    description = error.schema.get("description") if isinstance(error.schema, dict) else None
-    renamed = renamed_metric(value) if isinstance(value, str) else None
-    if "propertyNames" in error.schema_path and renamed:
-        return f"{format_path([*error.absolute_path, value])}: {renamed}"
-    if "propertyNames" in error.schema_path:
-        allowed = f"expected one of {', '.join(expected)}" if validator == "enum" else f"expected {description or error.message}"
-        return f"{prefix}key {value!r} is not allowed: {allowed}"
-    if validator == "type":
-        wanted = [expected] if isinstance(expected, str) else list(expected)
-        return f"{prefix}expected {' or '.join(_TYPE_WORDS.get(w, w) for w in wanted)}, got {_show(value)}"
-    if validator == "required":
-        missing = [k for k in expected if k not in value]
-        return f"{prefix}missing required key {', '.join(repr(k) for k in missing)}"
-    if validator == "additionalProperties" and isinstance(value, dict):
-        known = list(error.schema.get("properties", {}))
-        extra = [k for k in value if k not in known]
-        hint = f"; expected one of {', '.join(known)}" if known else ""
-        return f"{prefix}unknown key {', '.join(repr(k) for k in extra)}{hint}"
-    if validator == "enum":
-        return f"{prefix}expected one of {', '.join(map(str, expected))}, got {_show(value)}"
-    if validator == "const":
-        return f"{prefix}expected {expected!r}, got {_show(value)}"
-    bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
-    if validator in bounds:
-        return f"{prefix}expected a number {bounds[validator]} {expected}, got {_show(value)}"
-    if validator == "pattern":
-        return f"{prefix}expected {description or f'a string matching {expected}'}, got {_show(value)}"
-    if validator == "minProperties" and description:
-        return f"{prefix}expected {description}, got {_show(value) if value else 'an empty mapping'}"
-    if validator in ("minItems", "minProperties"):
-        return f"{prefix}expected at least {expected} entr{'y' if expected == 1 else 'ies'}, got {len(value)}"
-    if validator in ("minLength", "maxLength"):
-        return f"{prefix}expected a string of {'at least' if validator == 'minLength' else 'at most'} {expected} characters, got {_show(value)}"
-    return f"{prefix}{error.message}"
-
-
-# --- building the model -------------------------------------------------------------------------
-
-
-def load_thresholds(directory: Path | str) -> Thresholds:
-    """Load and cross-check profiles.yaml, classes.yaml and baselines/*.yaml from `directory`."""
-    root = Path(directory)
-    label = str(directory).rstrip("/") or "."
-    if not root.is_dir():
-        raise ThresholdsError(f"{label}: not a directory; pass a thresholds directory (default thresholds/)")
-
-    profiles_label = f"{label}/profiles.yaml"
-    profiles_doc = load_yaml(root / "profiles.yaml", profiles_label)
-    validate("profiles", profiles_doc, profiles_label)
-    profiles = _build_profiles(profiles_doc, profiles_label)
-
-    classes_label = f"{label}/classes.yaml"
-    classes_doc = load_yaml(root / "classes.yaml", classes_label)
-    validate("classes", classes_doc, classes_label)
-    classes = _build_classes(classes_doc, classes_label, profiles)
-
-    baselines: list[Baseline] = []
-    seen: dict[tuple[str, str], str] = {}
-    baseline_dir = root / "baselines"
-    if baseline_dir.is_dir():
-        for path in sorted([*baseline_dir.glob("*.yaml"), *baseline_dir.glob("*.yml")]):
-            file_label = f"{label}/baselines/{path.name}"
-            document = load_yaml(path, file_label)
-            validate("baselines", document, file_label)
-            baselines.extend(_build_baselines(document, file_label, profiles, seen))
-
-    return Thresholds(
-        directory=label,
-        profiles=MappingProxyType(profiles),
-        classes=MappingProxyType(classes),
-        baselines=tuple(baselines),
-    )
-
-
-def _build_profiles(document: Mapping[str, Any], label: str) -> dict[str, Profile]:
-    defaults = document.get("defaults", {})
-    profiles: dict[str, Profile] = {}
-    for name, spec in document["profiles"].items():
-        writes = spec["rw"] in _WRITING_RW
-        if spec.get("write") is False and writes:
-            raise ThresholdsError(
-                f"{label}: profiles.{name}.write: false contradicts rw {spec['rw']!r}, which writes; "
-                "remove 'write' or set it to true"
-            )
-        numjobs = spec["numjobs"]
-        profiles[name] = Profile(
-            name=name,
-            description=spec["description"],
-            rw=spec["rw"],
-            bs=spec["bs"],
-            iodepth=spec["iodepth"],
-            numjobs=numjobs,
-            runtime=spec.get("runtime", defaults.get("runtime", DEFAULT_RUNTIME)),
-            ramp_time=spec.get("ramp_time", defaults.get("ramp_time", DEFAULT_RAMP_TIME)),
-            repeat=spec.get("repeat", defaults.get("repeat", DEFAULT_REPEAT)),
-            write=spec.get("write", writes),
-            ioengine=spec.get("ioengine", defaults.get("ioengine", "libaio")),
-            direct=spec.get("direct", defaults.get("direct", True)),
-            group_reporting=spec.get("group_reporting", True),
-            rwmixread=spec.get("rwmixread"),
-            size=spec.get("size"),
-        )
-    return profiles
-
-
-def _build_classes(
-    document: Mapping[str, Any], label: str, profiles: Mapping[str, Profile]
-) -> dict[str, StorageClass]:
-    default_spread = document.get("defaults", {}).get("max_spread", DEFAULT_MAX_SPREAD)
-    classes: dict[str, StorageClass] = {}
-    for name, spec in document["classes"].items():
-        limits: dict[str, Mapping[str, Limit]] = {}
-        for profile, metrics in spec.get("limits", {}).items():
-            if profile not in profiles:
-                raise ThresholdsError(
-                    f"{label}: classes.{name}.limits.{profile}: unknown profile {profile!r}; "
-                    f"profiles.yaml defines {', '.join(profiles)}"
-                )
-            per_metric: dict[str, Limit] = {}
-            for metric, bound in metrics.items():
-                floor, ceiling = bound.get("floor"), bound.get("ceiling")
-                if floor is not None and ceiling is not None and floor > ceiling:
-                    raise ThresholdsError(
-                        f"{label}: classes.{name}.limits.{profile}.{metric}: floor {floor} is above ceiling "
-                        f"{ceiling}; no value can pass"
-                    )
-                per_metric[metric] = Limit(name, profile, metric, floor, ceiling)
-            limits[profile] = MappingProxyType(per_metric)
-        classes[name] = StorageClass(
-            name=name,
-            description=spec["description"],
-            match=tuple(MatchRule(rule.get("target"), rule.get("serial")) for rule in spec["match"]),
-            max_spread=spec.get("max_spread", default_spread),
-            limits=MappingProxyType(limits),
-        )
-    return classes
-
-
-def _build_baselines(
-    document: Mapping[str, Any],
-    label: str,
-    profiles: Mapping[str, Profile],
-    seen: dict[tuple[str, str], str],
-) -> list[Baseline]:
-    baselines: list[Baseline] = []
-    for index, entry in enumerate(document["baselines"]):
-        where = f"{label}: baselines[{index}]"
-        target, profile = entry["target"], entry["profile"]
-        if profile not in profiles:
-            raise ThresholdsError(
-                f"{where}.profile: unknown profile {profile!r}; profiles.yaml defines {', '.join(profiles)}"
-            )
-        key = (target, profile)
-        if key in seen:
-            raise ThresholdsError(
-                f"{where}: duplicate baseline for target {target!r} and profile {profile!r} "
-                f"(also in {seen[key]}); keep one"
-            )
-        seen[key] = f"{label}: baselines[{index}]"
-        fingerprint = MappingProxyType(dict(entry["fingerprint"]))
-        for metric, spec in entry["metrics"].items():
-            natural = METRIC_DIRECTIONS[metric]
-            direction = spec.get("direction", natural)
-            if direction != natural:
-                raise ThresholdsError(
-                    f"{where}.metrics.{metric}.direction: {metric} is {natural}, not {direction}; "
-                    "remove 'direction' to derive it"
-                )
-            median = float(spec["median"])
-            if not math.isfinite(median):
-                raise ThresholdsError(f"{where}.metrics.{metric}.median: expected a finite number, got {median}")
-            baselines.append(
-                Baseline(
-                    target=target,
-                    profile=profile,
-                    metric=metric,
-                    median=median,
-                    tolerance=float(spec.get("tolerance", entry.get("tolerance", DEFAULT_TOLERANCE))),
-                    direction=direction,
-                    at=str(entry["at"]),
-                    fingerprint=fingerprint,
-                    samples=tuple(float(s) for s in spec.get("samples", ())),
-                    source=label,
-                    noise=None if spec.get("noise") is None else float(spec["noise"]),
-                    sessions=spec.get("sessions"),
-                    noise_multiple=float(
-                        entry.get("noise_multiple", document.get("noise_multiple", DEFAULT_NOISE_MULTIPLE))
-                    ),
-                )
-            )
-    return baselines

@@ -1,0 +1,159 @@
+"""YAML and JSON Schema for the perf files (profiles, classes, baselines, perf results): parse, validate, explain.
+
+Errors are `ThresholdsError`s that name the file, the line and column (YAML) or the path inside the
+document (schema), say what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from pytest_kvmio.perf.thresholds import ThresholdsError, renamed_metric
+
+# --- YAML and schema validation -------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader that rejects duplicate keys and keeps dates as strings."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # let the constructor report an unhashable key
+        if key in seen:
+            first = seen[key].start_mark.line + 1
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first defined on line {first})", key_node.start_mark
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> str:
+    """Keep `at: 2024-05-02` a string, as the schema and the Baseline model expect."""
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
+def load_yaml(path: Path | str, label: str | None = None) -> Any:
+    """Parse one YAML file; raise ThresholdsError with line and column on bad syntax or duplicate keys."""
+    name = label or str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ThresholdsError(f"{name}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ThresholdsError(f"{name}: cannot read: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        problem = exc.problem or "invalid YAML"
+        context = f" ({exc.context})" if exc.context and exc.context != problem else ""
+        raise ThresholdsError(f"{where}: YAML error: {problem}{context}") from None
+    except yaml.YAMLError as exc:
+        raise ThresholdsError(f"{name}: YAML error: {exc}") from None
+
+
+def _schema(kind: str) -> dict[str, Any]:
+    text = resources.files("pytest_kvmio").joinpath("schemas", f"{kind}.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def validate(kind: str, document: Any, label: str) -> None:
+    """Validate a document against schemas/<kind>.schema.json; raise ThresholdsError listing every problem."""
+    validator = jsonschema.Draft202012Validator(_schema(kind))
+    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ThresholdsError("\n".join(f"{label}: {_describe(e)}" for e in errors[:20]))
+
+
+def format_path(parts: Iterable[Any]) -> str:
+    """Return a JSON path like `classes.nvme-local.match[0].serial`."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+_TYPE_WORDS = {
+    "number": "a number",
+    "integer": "an integer",
+    "string": "a string",
+    "object": "a mapping",
+    "array": "a list",
+    "boolean": "true or false",
+    "null": "nothing",
+}
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """Return `path: expected ..., got ...` for one schema error."""
+    path = format_path(error.absolute_path)
+    prefix = f"{path}: " if path else ""
+    validator, expected, value = error.validator, error.validator_value, error.instance
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    renamed = renamed_metric(value) if isinstance(value, str) else None
+    if "propertyNames" in error.schema_path and renamed:
+        return f"{format_path([*error.absolute_path, value])}: {renamed}"
+    if "propertyNames" in error.schema_path:
+        allowed = f"expected one of {', '.join(expected)}" if validator == "enum" else f"expected {description or error.message}"
+        return f"{prefix}key {value!r} is not allowed: {allowed}"
+    if validator == "type":
+        wanted = [expected] if isinstance(expected, str) else list(expected)
+        return f"{prefix}expected {' or '.join(_TYPE_WORDS.get(w, w) for w in wanted)}, got {_show(value)}"
+    if validator == "required":
+        missing = [k for k in expected if k not in value]
+        return f"{prefix}missing required key {', '.join(repr(k) for k in missing)}"
+    if validator == "additionalProperties" and isinstance(value, dict):
+        known = list(error.schema.get("properties", {}))
+        extra = [k for k in value if k not in known]
+        hint = f"; expected one of {', '.join(known)}" if known else ""
+        return f"{prefix}unknown key {', '.join(repr(k) for k in extra)}{hint}"
+    if validator == "enum":
+        return f"{prefix}expected one of {', '.join(map(str, expected))}, got {_show(value)}"
+    if validator == "const":
+        return f"{prefix}expected {expected!r}, got {_show(value)}"
+    bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+    if validator in bounds:
+        return f"{prefix}expected a number {bounds[validator]} {expected}, got {_show(value)}"
+    if validator == "pattern":
+        return f"{prefix}expected {description or f'a string matching {expected}'}, got {_show(value)}"
+    if validator == "minProperties" and description:
+        return f"{prefix}expected {description}, got {_show(value) if value else 'an empty mapping'}"
+    if validator in ("minItems", "minProperties"):
+        return f"{prefix}expected at least {expected} entr{'y' if expected == 1 else 'ies'}, got {len(value)}"
+    if validator in ("minLength", "maxLength"):
+        return f"{prefix}expected a string of {'at least' if validator == 'minLength' else 'at most'} {expected} characters, got {_show(value)}"
+    return f"{prefix}{error.message}"
+
+
