@@ -15,7 +15,9 @@ from typing import Any
 import libvirt
 import pytest
 
+from pytest_kvmio.collect import agent as agent_mod
 from pytest_kvmio.collect import guest as g
+from pytest_kvmio.collect import guest_errors as errors
 from pytest_kvmio.collect.guestmap import (
     DiskRef,
     GuestDisk,
@@ -71,9 +73,9 @@ class ReplayAgent:
         return str(ex["reply"])
 
 
-def backend(agent: Any, **kwargs: Any) -> g.GuestAgentBackend:
+def backend(agent: Any, **kwargs: Any) -> agent_mod.GuestAgentBackend:
     kwargs.setdefault("sleep", lambda s: None)
-    return g.GuestAgentBackend("vm01", agent, **kwargs)
+    return agent_mod.GuestAgentBackend("vm01", agent, **kwargs)
 
 
 def host(agent: Any, **kwargs: Any) -> g.GuestHost:
@@ -134,7 +136,7 @@ def test_signal_gives_shell_style_status():
 
 
 def test_truncated_output_is_flagged_and_warned():
-    with pytest.warns(g.GuestOutputTruncated, match=r"vm01: 'head -c 17000000 /dev/zero': qemu-ga truncated stdout"):
+    with pytest.warns(errors.GuestOutputTruncated, match=r"vm01: 'head -c 17000000 /dev/zero': qemu-ga truncated stdout"):
         result = host(ReplayAgent.load("truncated")).run("head -c 17000000 /dev/zero")
     assert result.out_truncated and not result.err_truncated
     assert result.rc == 0
@@ -163,9 +165,9 @@ def test_command_timeout_names_domain_and_command_and_kills_it():
         [e for e in json.loads((DATA / "slow.json").read_text())["exchanges"] if "exited\": true" not in e.get("reply", "")],
         expect_command="sleep 2; echo late",
     )
-    with pytest.raises(g.GuestCommandTimeout, match=r"vm01: 'sleep 2; echo late': still running after 1 s"):
+    with pytest.raises(errors.GuestCommandTimeout, match=r"vm01: 'sleep 2; echo late': still running after 1 s"):
         host(agent, command_timeout=1, sleep=sleep, clock=lambda: now[0]).run("sleep 2; echo late")
-    assert agent.sent[-1][0]["arguments"]["arg"][-1].endswith(g.KILL_TREE.replace("PID", "9279")[-40:])
+    assert agent.sent[-1][0]["arguments"]["arg"][-1].endswith(agent_mod.KILL_TREE.replace("PID", "9279")[-40:])
 
 
 def test_per_command_timeout_overrides_default():
@@ -175,7 +177,7 @@ def test_per_command_timeout_overrides_default():
     def sleep(s: float) -> None:
         now[0] += s
 
-    with pytest.raises(g.GuestCommandTimeout, match="after 0.2 s"):
+    with pytest.raises(errors.GuestCommandTimeout, match="after 0.2 s"):
         host(agent, sleep=sleep, clock=lambda: now[0]).run("true", timeout=0.2)
 
 
@@ -221,7 +223,7 @@ def test_backend_identifies_itself():
 
 
 def test_exit_without_status_is_a_protocol_error():
-    with pytest.raises(g.GuestError, match="vm01: 'true': guest-exec-status: exited without exitcode or signal"):
+    with pytest.raises(errors.GuestError, match="vm01: 'true': guest-exec-status: exited without exitcode or signal"):
         host(scripted({"exited": True})).run("true")
 
 
@@ -231,17 +233,17 @@ def test_exit_without_status_is_a_protocol_error():
 @pytest.mark.parametrize(
     "recording, reason, detail",
     [
-        ("agent_timeout", g.AGENT_TIMEOUT, "Guest agent not available for now"),
-        ("agent_not_connected", g.NOT_CONNECTED, "QEMU guest agent is not connected"),
-        ("agent_not_configured", g.NOT_CONFIGURED, "QEMU guest agent is not configured"),
-        ("not_running", g.NOT_RUNNING, "domain is not running"),
-        ("exec_disabled_normal", g.EXEC_DISABLED, "guest-exec is disabled in qemu-ga 7.2"),
-        ("exec_disabled_reply", g.EXEC_DISABLED, "Command guest-exec has been disabled"),
+        ("agent_timeout", errors.AGENT_TIMEOUT, "Guest agent not available for now"),
+        ("agent_not_connected", errors.NOT_CONNECTED, "QEMU guest agent is not connected"),
+        ("agent_not_configured", errors.NOT_CONFIGURED, "QEMU guest agent is not configured"),
+        ("not_running", errors.NOT_RUNNING, "domain is not running"),
+        ("exec_disabled_normal", errors.EXEC_DISABLED, "guest-exec is disabled in qemu-ga 7.2"),
+        ("exec_disabled_reply", errors.EXEC_DISABLED, "Command guest-exec has been disabled"),
     ],
 )
 def test_unavailable_guest_raises_with_reason_and_domain(recording, reason, detail):
     agent = ReplayAgent.load(recording)
-    with pytest.raises(g.GuestUnavailable) as info:
+    with pytest.raises(errors.GuestUnavailable) as info:
         host(agent).run(agent.expect_command)
     assert info.value.reason == reason
     assert info.value.domain == "vm01"
@@ -251,7 +253,7 @@ def test_unavailable_guest_raises_with_reason_and_domain(recording, reason, deta
 
 def test_read_only_connection_is_a_clear_error_not_a_skip():
     agent = ReplayAgent.load("read_only_connection")
-    with pytest.raises(g.GuestReadOnlyConnection, match="vm01: 'guest-info': agent commands need a read-write libvirt connection"):
+    with pytest.raises(errors.GuestReadOnlyConnection, match="vm01: 'guest-info': agent commands need a read-write libvirt connection"):
         host(agent).run("true")
 
 
@@ -302,7 +304,7 @@ def test_ssh_spec_without_address_only_substitutes_the_domain():
 
 
 def test_ssh_spec_without_any_address_is_unavailable():
-    with pytest.raises(g.GuestUnavailable, match="vm01: no guest address .*lease: no usable address"):
+    with pytest.raises(errors.GuestUnavailable, match="vm01: no guest address .*lease: no usable address"):
         g.guest_host("ssh://root@{address}", FakeDomain({}), None)  # type: ignore[arg-type]
 
 
@@ -454,7 +456,7 @@ def test_same_results_from_host_agent_and_lab_guest(source):
 
 def test_output_over_libvirts_message_limit_is_a_clear_error():
     agent = ReplayAgent.load("lab_too_large")
-    with pytest.raises(g.GuestOutputTooLarge, match=r"vm01: 'head -c 3200000 /dev/zero': output too large for libvirt's RPC limit"):
+    with pytest.raises(errors.GuestOutputTooLarge, match=r"vm01: 'head -c 3200000 /dev/zero': output too large for libvirt's RPC limit"):
         host(agent).run("head -c 3200000 /dev/zero")
 
 

@@ -76,7 +76,8 @@ def spec(files: SshFiles, base: int) -> dict[str, Any]:
 
 def _exchange_keys(dom: libvirt.virDomain, conn: libvirt.virConnect, client_pub: str) -> str:
     """Authorize client_pub for root in the guest and return the guest's host public key (agent)."""
-    from pytest_kvmio.collect.guest import GuestError, agent_host
+    from pytest_kvmio.collect.guest_errors import GuestError
+    from pytest_kvmio.collect.guest import agent_host
 
     cmd = (
         "umask 077 && mkdir -p /root/.ssh && "

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.guest import GuestError
+from pytest_kvmio.collect.guest_errors import GuestError
 from pytest_kvmio.collect.hostcpu import HostCpuError, QemuCpu
 from pytest_kvmio.errors import CouldNotJudge
 from pytest_kvmio.perf.fio import FioError, read_fio
