@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.collect.facts import HostFacts
-from pytest_kvmio.collect.guest_errors import GuestError, GuestUnavailable
 from pytest_kvmio.collect.guest import guest_host
+from pytest_kvmio.collect.guest_errors import GuestError, GuestUnavailable
 from pytest_kvmio.collect.guestmap import Unmapped, map_guest_disks
 from pytest_kvmio.collect.targets import Target
 from pytest_kvmio.errors import CouldNotJudge

@@ -15,6 +15,7 @@ from pytest_kvmio.collect.targets import (
     HostTarget,
     Target,
     filter_domains,
+    item_target,
     iter_targets,
     load_host,
 )
@@ -145,12 +146,6 @@ def _target_id(target: Target) -> str:
     return target.id if target.host.error is None else f"{target.host.name}/unreachable"
 
 
-def _item_target(item: pytest.Item) -> Target | None:
-    callspec = getattr(item, "callspec", None)
-    value = callspec.params.get("kvmio_target") if callspec is not None else None
-    return value if isinstance(value, Target) else None
-
-
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """Drop the items of rules that do not concern their target; count them per rule as not applicable."""
     state = config.stash.get(STATE, None)
@@ -158,7 +153,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     kept = []
     for item in items:
-        target = _item_target(item)
+        target = item_target(item)
         rule = catalogue.rule_of(item) if target is not None else None
         if rule is not None and target is not None:
             applies = catalogue.applies_of(item)
@@ -195,7 +190,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    target = _item_target(item)
+    target = item_target(item)
     if target is not None and target.host.error is not None:
         return  # the fixture reports the unreachable host as an error
     reason = markers.unmet_requirement(item, target.host.facts if target else None)
@@ -237,7 +232,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rule = catalogue.rule_of(item)
     if rule is None:
         return report
-    target = _item_target(item)
+    target = item_target(item)
     target_id = (_target_id(target) if target else item.name).removesuffix("/unreachable")
     marks = item_record(item)
     record: dict[str, Any] = {

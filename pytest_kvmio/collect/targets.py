@@ -114,3 +114,10 @@ def iter_targets(hosts: list[HostTarget], level: str) -> Iterator[Target]:
                 for disk in dom.disks:
                     if disk.is_storage:
                         yield Target(host, dom, disk)
+
+
+def item_target(item: Any) -> Target | None:
+    """Return the target kvmio parametrized a test item with (None for items that are not kvmio's)."""
+    callspec = getattr(item, "callspec", None)
+    value = callspec.params.get("kvmio_target") if callspec is not None else None
+    return value if isinstance(value, Target) else None

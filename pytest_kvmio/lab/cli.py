@@ -5,22 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from pytest_kvmio.lab import lifecycle
+
 
 def _up(args: argparse.Namespace) -> int:
-    from pytest_kvmio.lab import lifecycle
-
     return lifecycle.up(args)
 
 
 def _down(args: argparse.Namespace) -> int:
-    from pytest_kvmio.lab import lifecycle
-
     return lifecycle.down(args)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pytest_kvmio.lab import lifecycle
-
     return lifecycle.status(args)
 
 

@@ -15,6 +15,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from pytest_kvmio.collect.guest import agent_host
+from pytest_kvmio.collect.guest_errors import GuestError
 from pytest_kvmio.errors import CommandError
 from pytest_kvmio.lab import topology
 from pytest_kvmio.lab.shell import run
@@ -76,8 +78,6 @@ def spec(files: SshFiles, base: int) -> dict[str, Any]:
 
 def _exchange_keys(dom: libvirt.virDomain, conn: libvirt.virConnect, client_pub: str) -> str:
     """Authorize client_pub for root in the guest and return the guest's host public key (agent)."""
-    from pytest_kvmio.collect.guest_errors import GuestError
-    from pytest_kvmio.collect.guest import agent_host
 
     cmd = (
         "umask 077 && mkdir -p /root/.ssh && "

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_kvmio.errors import CommandError
+
 DEFAULT_DIR = "/var/lib/kvmio-lab"
 DEFAULT_SSH_PORT = 2222
 DEFAULT_GUEST_SSH_PORT = 2223
@@ -84,7 +86,5 @@ def _port_from_env(name: str, default: int) -> int:
     except ValueError:
         port = 0
     if not 0 < port < 65536:
-        from pytest_kvmio.errors import CommandError
-
         raise CommandError(f"{name}={raw!r}: expected a TCP port number (1-65535)")
     return port

@@ -28,7 +28,7 @@ import allure
 import pytest
 
 from pytest_kvmio import __version__
-from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.collect.targets import item_target
 from pytest_kvmio.perf.decide import format_value
 from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, record_of
 from pytest_kvmio.state import STATE
@@ -206,11 +206,8 @@ class AllureKvmio:
         return report
 
     def _decorate(self, item: pytest.Item, record: dict[str, Any]) -> None:
-
         rule, target_id = str(record["rule"]), str(record.get("target", ""))
-        callspec = getattr(item, "callspec", None)
-        target = callspec.params.get("kvmio_target") if callspec is not None else None
-        target = target if isinstance(target, Target) else None
+        target = item_target(item)
         host = target.host.name if target else target_id.split("/")[0]
         domain = target.domain.name if target and target.domain else None
         level = target.level if target else "host"

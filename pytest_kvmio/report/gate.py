@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.report.record import forced_outcome
 from pytest_kvmio.settings import setting
 
 #: Order in which counts appear in the ticket line.
@@ -19,24 +18,6 @@ NOT_A_RUN = {
     pytest.ExitCode.INTERNAL_ERROR: "internal error",
     pytest.ExitCode.USAGE_ERROR: "usage error",
 }
-
-
-def item_outcome(report: pytest.TestReport, previous: str | None) -> str | None:
-    """Fold one phase report into the item's outcome (None: this report does not decide it)."""
-    forced = forced_outcome(report)
-    if report.failed:
-        if previous in ("failed", "error"):
-            return previous  # a teardown error after a failed call is still one failed item
-        return "failed" if report.when == "call" and forced != "error" else "error"
-    if previous is not None:
-        return previous
-    if report.when == "call" or (report.when == "setup" and report.skipped):
-        if forced in ("waived", "inconclusive"):
-            return str(forced)
-        if hasattr(report, "wasxfail"):
-            return "xfailed" if report.skipped else "xpassed"
-        return "skipped" if report.skipped else "passed"
-    return None
 
 
 @dataclass

@@ -22,9 +22,8 @@ from pytest_kvmio.report.gate import (
     Gate,
     describe_hosts,
     fail_inconclusive,
-    item_outcome,
 )
-from pytest_kvmio.report.record import forced_outcome, write_json
+from pytest_kvmio.report.record import forced_outcome, item_outcome, write_json
 from pytest_kvmio.report.waivers import WaiverPlugin, resolve
 from pytest_kvmio.state import STATE
 
@@ -43,9 +42,8 @@ def register(config: pytest.Config) -> None:
         config.pluginmanager.register(waivers, "kvmio-waivers")
     config.pluginmanager.register(ReportingPlugin(config, waivers), "kvmio-reporting")
     if config.pluginmanager.hasplugin("allure_pytest") and getattr(config.option, "allure_report_dir", None):
-        from pytest_kvmio.report.allure import (
-            AllureKvmio,  # only where allure-pytest is loaded and enabled
-        )
+        # Imported here: only where allure-pytest is loaded and enabled.
+        from pytest_kvmio.report.allure import AllureKvmio
 
         config.pluginmanager.register(AllureKvmio(config, config.option.allure_report_dir), "kvmio-allure")
 

@@ -102,6 +102,7 @@ class VerdictCollector:
 
     def __init__(self) -> None:
         self.verdicts: dict[str, Verdict] = {}
+        self._decided: dict[str, str] = {}  # nodeid -> outcome decided by the phases seen so far
         #: rule id -> number of targets the rule does not concern (no item was made).
         self.not_applicable: Counter[str] = Counter()
 
@@ -110,6 +111,7 @@ class VerdictCollector:
         if record is None:
             return
         verdict = self.verdicts.get(report.nodeid)
+        previous = self._decided.get(report.nodeid)
         if verdict is None:
             verdict = self.verdicts[report.nodeid] = Verdict(
                 rule=str(record["rule"]),
@@ -122,13 +124,12 @@ class VerdictCollector:
             )
         verdict.facts = dict(record.get("facts") or {})
         verdict.duration += report.duration
-        if report.when == "call" or (report.when == "setup" and not report.passed):
-            verdict.outcome = _outcome(report, record)
+        outcome = item_outcome(report, previous)  # the gate folds the phases the same way
+        if outcome is not None and outcome != previous:
+            self._decided[report.nodeid] = verdict.outcome = outcome
             verdict.message = str(record.get("message") or message_of(report))
             if record.get(REC_WAIVER):
                 verdict.waiver = dict(record[REC_WAIVER])
-        elif report.when == "teardown" and report.failed and verdict.outcome == "passed":
-            verdict.outcome, verdict.message = "error", message_of(report)
         if report.when == "call" and report.passed and record.get(REC_NOTE):
             verdict.message = str(record[REC_NOTE])
 
@@ -136,15 +137,22 @@ class VerdictCollector:
         return sorted(self.verdicts.values(), key=lambda v: (v.target, v.rule))
 
 
-def _outcome(report: pytest.TestReport, record: dict[str, Any]) -> str:
-    if record.get(REC_OUTCOME):
-        return str(record[REC_OUTCOME])
-    if report.skipped:
-        return "skipped"
+def item_outcome(report: pytest.TestReport, previous: str | None) -> str | None:
+    """Fold one phase report into the item's outcome (None: this report does not decide it)."""
+    forced = forced_outcome(report)
     if report.failed:
-        return "failed" if report.when == "call" else "error"
-    return "passed"
-
+        if previous in ("failed", "error"):
+            return previous  # a teardown error after a failed call is still one failed item
+        return "failed" if report.when == "call" and forced != "error" else "error"
+    if previous is not None:
+        return previous
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        if forced in ("waived", "inconclusive"):
+            return str(forced)
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        return "skipped" if report.skipped else "passed"
+    return None
 
 def summary_counts(verdicts: list[Verdict], not_applicable: Mapping[str, int] | None = None) -> dict[str, dict[str, int]]:
     """Count outcomes per rule, and the targets each rule does not concern."""

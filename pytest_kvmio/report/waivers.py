@@ -23,12 +23,13 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.catalogue import rule_of
-from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.collect.targets import item_target
 from pytest_kvmio.report.record import (
     REC_OUTCOME,
     REC_WAIVER,
     is_rule_failure,
     item_record,
+    message_of,
 )
 from pytest_kvmio.settings import setting
 
@@ -134,9 +135,8 @@ def load_waivers(path: str | Path, source: str = "--waivers") -> list[Waiver]:
 
 
 def _target_id(item: pytest.Item) -> str | None:
-    callspec = getattr(item, "callspec", None)
-    target = callspec.params.get("kvmio_target") if callspec is not None else None
-    return target.id if isinstance(target, Target) else None
+    target = item_target(item)
+    return target.id if target is not None else None
 
 
 class WaiverPlugin:
@@ -178,9 +178,7 @@ class WaiverPlugin:
             return report
         waiver.waived.append(target)
         failure = report.longreprtext.strip()
-        crash = getattr(report.longrepr, "reprcrash", None)
-        message = crash.message if crash is not None else failure.splitlines()[-1] if failure else ""
-        message = message.removeprefix("AssertionError: ").split("\nassert ")[0].strip()
+        message = message_of(report)
         record = waiver.as_dict() | {"failure": message}
         self.waived_nodeids[report.nodeid] = record
         path, lineno, _ = report.location
