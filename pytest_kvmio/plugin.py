@@ -22,9 +22,9 @@ from pytest_kvmio.collect.targets import (
 from pytest_kvmio.fixtures import guest_or_reason
 from pytest_kvmio.model.domain import DomainXMLError, load_domain_files
 from pytest_kvmio.options import add_options
-from pytest_kvmio.perf import cpucost
 from pytest_kvmio.perf.offline import offline_hosts
 from pytest_kvmio.perf.session import PerfPlugin
+from pytest_kvmio.report import cpucost
 from pytest_kvmio.report import plugin as reporting
 from pytest_kvmio.report.record import (
     EXTRA_FACTS,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio.perf import suite as perf
+from pytest_kvmio import perfsuite as perf
 from pytest_kvmio.perf.decide import (
     DEFAULT_MAX_SPREAD,
     decide_baseline,

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from pytest_kvmio.catalogue import RULES, lookup
 from tests.conftest import REPO, SUITES, kvmio
@@ -68,3 +69,17 @@ def test_lookup_matches_profile_rules_by_pattern() -> None:
     assert lookup("perf-randread-4k-qd128") is lookup("perf-<profile>")
     assert lookup("perf-baseline").id == "perf-baseline"
     assert lookup("site-own-rule") is None
+
+
+def test_the_lab_manifest_and_the_corpus_expectations_name_catalogue_rules() -> None:
+    """Rule ids in the lab's expected findings and the corpora's expected verdicts all exist in the catalogue."""
+    known = {rule.id for rule in RULES}
+    manifest = set(re.findall(r"[\"'](\b(?:host|disk|domain|guest)-[a-z0-9-]+)[\"']",
+                              (REPO / "pytest_kvmio" / "lab" / "manifest.py").read_text()))
+    expected = json.loads((REPO / "tests" / "data" / "domains" / "expected.json").read_text())
+    corpus = {rule for targets in [*expected["files"].values(), expected["host"]] for rules in targets.values()
+              for rule in rules}
+    sample = yaml.safe_load((REPO / "tests" / "data" / "libvirt-qemuxml" / "expected-sample.yaml").read_text())
+    libvirt = {rule for targets in sample.values() for rules in targets.values() for rule in rules}
+    for name, found in (("lab/manifest.py", manifest), ("expected.json", corpus), ("expected-sample.yaml", libvirt)):
+        assert found and found <= known, f"{name}: not in the catalogue: {sorted(found - known)}"

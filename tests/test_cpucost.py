@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_kvmio.perf.cpucost import by_io_mode, cpu_costs, format_table
+from pytest_kvmio.report.cpucost import by_io_mode, cpu_costs, format_table
 from pytest_kvmio.report.record import Verdict
 
 

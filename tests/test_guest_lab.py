@@ -16,8 +16,12 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.guest_errors import NOT_RUNNING, GuestCommandTimeout, GuestUnavailable
 from pytest_kvmio.collect.guest import GuestHost, agent_host, guest_host
+from pytest_kvmio.collect.guest_errors import (
+    NOT_RUNNING,
+    GuestCommandTimeout,
+    GuestUnavailable,
+)
 from pytest_kvmio.collect.guestmap import (
     DiskRef,
     GuestDisk,

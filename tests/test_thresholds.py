@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -285,3 +286,18 @@ def test_bad_noise_fields_name_the_file_and_path(tmp_path: Path, old: str, new: 
     with pytest.raises(ThresholdsError) as info:
         load_thresholds(tmp_path / "t")
     assert f"t/baselines/nvme-local.yaml: {message}" in str(info.value)
+
+
+def test_every_citation_in_thresholds_resolves_to_the_data_shipped_beside_it() -> None:
+    """The example limits cite reference/...: the files are in thresholds/reference/ and the cited lines exist."""
+    root = REPO / "thresholds"
+    csv_lines = (root / "reference" / "guest-fio-4k-qd128.csv").read_text().splitlines()
+    cited_files, cited_lines = set(), []
+    for path in [*root.glob("*.yaml"), *root.glob("baselines/*.yaml"), root / "README.md"]:
+        text = path.read_text()
+        cited_files.update(re.findall(r"reference/([\w.-]+\.(?:csv|md))", text))
+        for block in re.findall(r"lines? ([\d, -]+)", text):
+            cited_lines += [int(n) for n in re.findall(r"\d+", block)]
+    assert cited_files == {"guest-fio-4k-qd128.csv", "storage-facts.md"}
+    assert all((root / "reference" / name).is_file() for name in cited_files)
+    assert cited_lines and all(1 <= n <= len(csv_lines) for n in cited_lines), sorted(set(cited_lines))

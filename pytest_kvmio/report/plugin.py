@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.perf import cpucost
+from pytest_kvmio.report import cpucost
 from pytest_kvmio.report.gate import (
     Gate,
     describe_hosts,
