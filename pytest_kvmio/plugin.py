@@ -28,8 +28,11 @@ from pytest_kvmio.report import cpucost
 from pytest_kvmio.report import plugin as reporting
 from pytest_kvmio.report.record import (
     EXTRA_FACTS,
+    REC_NOTE,
     REC_OUTCOME,
+    REC_WAIVER,
     REPORT_ATTR,
+    VerdictRecord,
     format_table,
     is_rule_failure,
     item_record,
@@ -235,15 +238,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     target = item_target(item)
     target_id = (_target_id(target) if target else item.name).removesuffix("/unreachable")
     marks = item_record(item)
-    record: dict[str, Any] = {
+    record: VerdictRecord = {
         "rule": rule[0],
         "severity": rule[1],
         "target": target_id,
         "source": _source_file(item.config, target),
         "facts": _verdict_facts(item, target),
     }
-    if report.when == "call":
-        record.update({k: v for k, v in marks.items() if v is not None})
+    if report.when == "call":  # what the rule, the waivers or the perf glue set while the item ran
+        for key in (REC_OUTCOME, REC_NOTE, REC_WAIVER):
+            if marks.get(key) is not None:
+                record[key] = marks[key]
     if not report.passed:
         message = message_of(report)
         if report.when == "call" and report.failed and not hasattr(report, "wasxfail") and not is_rule_failure(call):

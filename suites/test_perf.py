@@ -72,14 +72,14 @@ def test_host_cpu_cost_per_io(disk, fio, profile, kvmio_facts, kvmio_record):
         pytest.skip(f"{disk.id}: {profile}: host CPU not measured ({'; '.join(result.notes) or 'no .hostcpu files'})")
     kvmio_facts["perf"] = {
         "profile": profile, "metric": perf.HOST_CPU, "median": result.median(perf.HOST_CPU), "samples": samples,
-        "limit": None, "baseline": None, "tolerance": None, "unit": "µs/IO", "io_mode": disk.io,
+        "limit": None, "baseline": None, "tolerance": None, "unit": "µs/IO", "io_mode": disk.effective_io,
     }
     limit = fio.thresholds.limits(storage_class.name, profile).get(perf.HOST_CPU)
     if limit is None:
         median = result.median(perf.HOST_CPU)
         shown = "not measured" if median is None else f"{format_value(median)} µs per I/O"
-        kvmio_record("kvmio_note", f"{disk.id}: {profile}: host CPU {shown} (io={disk.io}; no limit in {storage_class.name})")
+        kvmio_record("kvmio_note", f"{disk.id}: {profile}: host CPU {shown} (io={disk.effective_io}; no limit in {storage_class.name})")
         return
     decision = decide_limit(samples, limit, max_spread=storage_class.max_spread)
-    kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit) | {"io_mode": disk.io}
+    kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit) | {"io_mode": disk.effective_io}
     perf.judge(decision, disk.id, kvmio_record)

@@ -199,7 +199,7 @@ def fingerprint_of(facts: Any, disk: Any, storage_class: str | None) -> dict[str
         "libvirt": _str(getattr(facts, "libvirt", None)),
         "storage_class": storage_class,
         "device_model": model,
-        "io_mode": disk.io,
+        "io_mode": disk.effective_io if disk.domain.xml else disk.io,  # offline without XML: unknown
         "cache": disk.effective_cache if disk.domain.xml else disk.cache,  # offline without XML: unknown
     }
 

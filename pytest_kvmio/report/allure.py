@@ -30,7 +30,7 @@ import pytest
 from pytest_kvmio import __version__
 from pytest_kvmio.collect.targets import item_target
 from pytest_kvmio.perf.decide import format_value
-from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, record_of
+from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, VerdictRecord, record_of
 from pytest_kvmio.state import STATE
 
 #: Allure categories; first match wins. Regexes match the whole message (Allure 2 uses Java
@@ -205,7 +205,7 @@ class AllureKvmio:
                 self._decorate(item, record)
         return report
 
-    def _decorate(self, item: pytest.Item, record: dict[str, Any]) -> None:
+    def _decorate(self, item: pytest.Item, record: VerdictRecord) -> None:
         rule, target_id = str(record["rule"]), str(record.get("target", ""))
         target = item_target(item)
         host = target.host.name if target else target_id.split("/")[0]

@@ -21,7 +21,7 @@ def cpu_costs(verdicts: list[Verdict]) -> list[dict[str, Any]]:
         rows.append({
             "target": verdict.target,
             "profile": perf.get("profile"),
-            "io_mode": perf.get("io_mode") or verdict.facts.get("io") or "threads",
+            "io_mode": perf.get("io_mode") or verdict.facts.get("effective_io") or "threads",
             "cpu_us_per_io": float(perf["median"]),
         })
     return sorted(rows, key=lambda r: (str(r["profile"]), r["cpu_us_per_io"]))

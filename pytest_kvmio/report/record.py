@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypedDict, cast
 
 import pytest
 
@@ -18,7 +18,23 @@ OUTCOMES = ("passed", "failed", "error", "skipped", "inconclusive", "waived")
 #: Column of the rules table and key of the JSON summary for targets a rule does not concern (no item).
 NOT_APPLICABLE = "not_applicable"
 #: Keys a rule (or kvmio's own code) sets on its item's record during the run, see `item_record`.
-REC_OUTCOME, REC_NOTE, REC_WAIVER = "outcome", "note", "waiver"
+REC_OUTCOME: Final = "outcome"
+REC_NOTE: Final = "note"
+REC_WAIVER: Final = "waiver"
+
+
+class VerdictRecord(TypedDict, total=False):
+    """An item's verdict record: built once per report (plugin.pytest_runtest_makereport), read by every reporter."""
+
+    rule: str
+    severity: str
+    target: str
+    source: str | None  # the domain XML file of an offline verdict
+    facts: dict[str, Any]
+    outcome: str  # set when kvmio decides it: waived, inconclusive, error
+    message: str
+    note: str  # shown for a pass (e.g. cache=writeback)
+    waiver: dict[str, Any]
 #: The test report attribute that carries an item's verdict record. A plain JSON-able dict, so it
 #: travels from pytest-xdist workers to the controller with the report, and it stays out of JUnit
 #: (whose xunit2 family allows no per-testcase properties) and out of `user_properties`.
@@ -55,10 +71,10 @@ def is_rule_failure(call: pytest.CallInfo[Any]) -> bool:
     return raised_in is None or not raised_in.is_relative_to(_PACKAGE_DIR)
 
 
-def record_of(report: Any) -> dict[str, Any] | None:
+def record_of(report: Any) -> VerdictRecord | None:
     """Return the verdict record a test report carries, or None for items that are no kvmio rule."""
     value = getattr(report, REPORT_ATTR, None)
-    return value if isinstance(value, dict) else None
+    return cast(VerdictRecord, value) if isinstance(value, dict) else None
 
 
 def forced_outcome(report: Any) -> str | None:
