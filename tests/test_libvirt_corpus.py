@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pytest_kvmio.catalogue import lookup
 from tests.conftest import DATA, SUITES
 
 CORPUS = DATA / "libvirt-qemuxml"
@@ -76,6 +77,7 @@ def test_no_crash_and_every_verdict_names_its_source_file(summary: dict[str, Any
     assert summary["_ret"] == pytest.ExitCode.TESTS_FAILED  # libvirt's inputs have no IOThreads, rbd without discard...
     assert "Traceback" not in summary["_output"] and "INTERNALERROR" not in summary["_output"]
     assert summary["totals"]["error"] == 0
+    assert all(lookup(rule) is not None for rule in summary["rules"]), "every rule seen in verdicts is in the catalogue"
     for verdict in summary["verdicts"]:
         if verdict["rule"].startswith("host-"):
             continue
