@@ -160,9 +160,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         rule = catalogue.rule_of(item) if target is not None else None
         if rule is not None and target is not None:
             applies = catalogue.applies_of(item)
-            callspec = getattr(item, "callspec", None)
-            params = {k: v for k, v in (callspec.params if callspec else {}).items() if k != "kvmio_target"}
-            scope = catalogue.Scope(target, params, config)
+            scope = catalogue.Scope(target, _case_params(item), config)
             why = None if target.host.error is not None else applies(scope) if applies is not None else None
             if why:
                 state.collector.not_applicable[rule[0]] += 1
@@ -244,6 +242,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "target": target_id,
         "source": _source_file(item.config, target),
         "facts": _verdict_facts(item, target),
+        "params": _case_params(item),
     }
     if report.when == "call":  # what the rule, the waivers or the perf glue set while the item ran
         for key in (REC_OUTCOME, REC_NOTE, REC_WAIVER):
@@ -260,6 +259,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         _name_rule_in_longrepr(report, rule[0], message)
     setattr(report, REPORT_ATTR, _jsonable(record))
     return report
+
+
+def _case_params(item: pytest.Item) -> dict[str, Any]:
+    """Return the item's parameters other than its target (a perf rule's profile and metric)."""
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    return {k: v for k, v in params.items() if k != "kvmio_target"}
 
 
 def _source_file(config: pytest.Config, target: Target | None) -> str | None:

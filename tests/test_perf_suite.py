@@ -254,3 +254,13 @@ def test_recorded_noise_widens_the_baseline_band_in_the_suite(pytester, median, 
         assert judged["message"].endswith(
             "50% below baseline 110,000 (tolerance 15%); band widened from 15% to 26% by the recorded noise (3 × 10%)"
         )
+
+
+def test_perf_verdicts_are_unique_by_rule_target_and_params(pytester):
+    """One disk has several metrics per profile: their verdicts differ by `params` (profile, metric)."""
+    setup(pytester, baseline=56_000)
+    run(pytester, "--kvmio-json", "v.json")
+    found = verdicts(pytester.path / "v.json")
+    keys = [(v["rule"], v["target"], tuple(sorted(v["params"].items()))) for v in found]
+    assert len(keys) == len(set(keys)) == len(found)
+    assert {"profile": "randread-4k-qd128", "metric": "iops"} in [v["params"] for v in found if v["rule"] == "perf-baseline"]

@@ -31,6 +31,7 @@ class VerdictRecord(TypedDict, total=False):
     target: str
     source: str | None  # the domain XML file of an offline verdict
     facts: dict[str, Any]
+    params: dict[str, Any]  # parameters besides the target (a perf rule's profile and metric)
     outcome: str  # set when kvmio decides it: waived, inconclusive, error
     message: str
     note: str  # shown for a pass (e.g. cache=writeback)
@@ -93,6 +94,8 @@ class Verdict:
     message: str
     severity: str = "normal"
     source: str | None = None
+    #: Parameters besides the target (a perf rule's profile and metric): (rule, target, params) is unique.
+    params: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     nodeid: str = ""
     duration: float = 0.0
@@ -136,6 +139,7 @@ class VerdictCollector:
                 message="",
                 severity=str(record.get("severity", "normal")),
                 source=record.get("source"),
+                params=dict(record.get("params") or {}),
                 nodeid=report.nodeid,
             )
         verdict.facts = dict(record.get("facts") or {})
