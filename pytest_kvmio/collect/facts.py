@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_kvmio.collect.connection import libvirt_module
+from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.model.domain import Domain, DomainXMLError, ImageFacts, parse_domain
 from pytest_kvmio.model.versions import Requirement, Version
 
@@ -97,7 +98,7 @@ class HostFacts:
             "kernel.io_uring_disabled": self.io_uring_disabled,
             "cpu_model": self.cpu_model,
             "cpu_count": self.cpu_count,
-            "libvirt_uri": self.libvirt_uri,
+            "libvirt_uri": redact_uri(self.libvirt_uri) if self.libvirt_uri else None,
             "offline": self.offline,
             "assumed": list(self.assumed),
             "block_devices": [

@@ -10,6 +10,7 @@ from typing import Any
 from pytest_kvmio.collect.connection import HostSpec, HostUnreachable, open_readonly
 from pytest_kvmio.collect.facts import FactsError, HostFacts, collect_host_facts
 from pytest_kvmio.model.domain import Disk, Domain
+from pytest_kvmio.model.redact import redact_uri
 
 OFFLINE_HOST = "offline"
 
@@ -58,7 +59,7 @@ def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str]
 
     uri = spec.libvirt_uri(uri_template)
     target = HostTarget(name=spec.name, spec=spec, facts=HostFacts(name=spec.name, libvirt_uri=uri))
-    progress(f"kvmio: reading facts of {spec.name} ({spec.testinfra_spec}, {uri})")
+    progress(redact_uri(f"kvmio: reading facts of {spec.name} ({spec.testinfra_spec}, {uri})"))
     try:
         target.testinfra_host = testinfra.get_host(spec.testinfra_spec)
         try:
@@ -78,9 +79,9 @@ def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str]
         )
         target.facts.libvirt_uri = uri
     except (HostUnreachable, FactsError) as exc:
-        target.error = str(exc)
+        target.error = redact_uri(str(exc))
     except Exception as exc:  # testinfra backends raise their own types for connection failures
-        target.error = f"{spec.name}: unreachable via {spec.testinfra_spec}: {type(exc).__name__}: {exc}"
+        target.error = redact_uri(f"{spec.name}: unreachable via {spec.testinfra_spec}: {type(exc).__name__}: {exc}")
     return target
 
 

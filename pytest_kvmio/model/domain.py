@@ -10,6 +10,7 @@ from typing import Any
 from lxml import etree
 
 from pytest_kvmio.model.cpuset import format_cpuset, parse_cpuset
+from pytest_kvmio.model.redact import redacted_text
 from pytest_kvmio.model.versions import Version
 
 #: io modes libvirt accepts; 'default' leaves the choice to QEMU (threads).
@@ -405,7 +406,7 @@ def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Dom
         name=name,
         host=host,
         source=source,
-        xml=data.decode(errors="replace"),
+        xml=redacted_text(root),  # what reports may show: passwords, cookies and secret references masked
         type=root.get("type"),
         machine=os_type.get("machine") if os_type is not None else None,
         vcpus=current or max_vcpus,

@@ -29,6 +29,7 @@ import pytest
 
 from pytest_kvmio import __version__
 from pytest_kvmio.collect.targets import item_target
+from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.perf.decide import format_value
 from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, VerdictRecord, record_of
 from pytest_kvmio.state import STATE
@@ -192,6 +193,7 @@ class AllureKvmio:
         self.config = config
         self.results_dir = Path(results_dir)
         self.no_charts: str | None = None
+        self._attached: set[str] = set()  # domain ids and hosts whose XML / facts a result already carries
         self.problems: list[str] = []
 
     # Registered after plugin.py and allure-pytest, so this wrapper is outside theirs: it sees the
@@ -202,10 +204,10 @@ class AllureKvmio:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             record = record_of(report)
             if record is not None:
-                self._decorate(item, record)
+                self._decorate(item, record, needs_context=not report.passed)
         return report
 
-    def _decorate(self, item: pytest.Item, record: VerdictRecord) -> None:
+    def _decorate(self, item: pytest.Item, record: VerdictRecord, *, needs_context: bool) -> None:
         rule, target_id = str(record["rule"]), str(record.get("target", ""))
         target = item_target(item)
         host = target.host.name if target else target_id.split("/")[0]
@@ -241,9 +243,13 @@ class AllureKvmio:
             allure.attach(json.dumps(waiver, indent=2), "waiver", allure.attachment_type.JSON)
         if description:
             allure.dynamic.description(description)
-        if target is not None and target.domain is not None:
+        # The domain XML (secrets masked at parse time) and the host facts go where a person needs them: on every
+        # item that did not pass, and once per domain / host otherwise, so 1,000 domains don't mean 100,000 copies.
+        if target is not None and target.domain is not None and (needs_context or target.domain.id not in self._attached):
+            self._attached.add(target.domain.id)
             allure.attach(target.domain.xml, "kvmio_target.domain.xml", allure.attachment_type.XML)
-        if target is not None:
+        if target is not None and (needs_context or f"host:{target.host.name}" not in self._attached):
+            self._attached.add(f"host:{target.host.name}")
             facts = target.host.facts.as_dict() | ({"error": target.host.error} if target.host.error else {})
             allure.attach(json.dumps(facts, indent=2, default=str), "host facts", allure.attachment_type.JSON)
         verdict_facts = dict(record.get("facts") or {})
@@ -292,7 +298,7 @@ class AllureKvmio:
                 if value is not None:
                     env[f"{prefix}.{key}"] = str(value) + (" (assumed)" if key in facts.assumed else "")
             if facts.libvirt_uri:
-                env[f"{prefix}.libvirt_uri"] = facts.libvirt_uri
+                env[f"{prefix}.libvirt_uri"] = redact_uri(facts.libvirt_uri)
             if facts.offline:
                 env[f"{prefix}.mode"] = "offline lint of " + ", ".join(self.config.getoption("kvmio_domain_xml") or [])
         (self.results_dir / "environment.properties").write_text(

@@ -1,0 +1,52 @@
+"""Keep secrets out of reports: passwords, cookies and secret references in domain XML, passwords in URIs.
+
+Reports go to change boards, wikis and CI artefact stores. Domain XML read live comes without
+`VIR_DOMAIN_XML_SECURE` (libvirt leaves passwords out), but offline files carry whatever their author
+wrote; host specs and libvirt URIs may carry `user:password@` or `?password=...`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+from lxml import etree
+
+MASK = "***"
+#: Attributes whose value is a secret wherever they appear (VNC/SPICE/RDP `passwd`, ...).
+SECRET_ATTRIBUTES = ("passwd", "password", "secret", "token")
+#: Elements that name a libvirt secret: their identifying attributes are masked too.
+SECRET_REFERENCES = ("secret",)
+_SECRET_NAME = re.compile(r"pass|secret|token|cookie|auth|credential", re.IGNORECASE)
+_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@", re.IGNORECASE)
+_QUERY = re.compile(r"(?P<key>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
+
+
+def redact_xml(xml: str | bytes) -> str:
+    """Return domain XML with secret values masked; XML that does not parse is returned masked as a whole."""
+    data = xml.encode() if isinstance(xml, str) else xml
+    try:
+        root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return MASK
+    return redacted_text(root)
+
+
+def redacted_text(root: etree._Element) -> str:
+    """Return the XML text of a parsed document with secret values masked (the tree itself is not changed)."""
+    root = copy.deepcopy(root)
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        for name in list(el.attrib):
+            if name.lower() in SECRET_ATTRIBUTES or (el.tag in SECRET_REFERENCES and name in ("uuid", "usage")):
+                el.set(name, MASK)
+        if el.tag == "cookie" and el.text:
+            el.text = MASK
+    return etree.tostring(root, encoding="unicode")
+
+
+def redact_uri(text: str) -> str:
+    """Mask `user:password@` and query parameters named like a password, secret or token in any text."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _QUERY.sub(lambda m: m["key"] + (MASK if _SECRET_NAME.search(m["name"]) else m["value"]), text)
