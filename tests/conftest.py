@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import scipy.stats  # noqa: F401  imported once here: in-process pytester runs drop modules they import, and numpy can't load twice
 from hypothesis import settings as hypothesis_settings
 
 # Property tests check logic, not speed: a busy CI machine must not turn them red with a deadline.

@@ -150,9 +150,9 @@ def test_noisy_or_short_samples_warn(tmp_path: Path, capsys: pytest.CaptureFixtu
     ]}))
     run("baseline", "record", "--results", str(results), "--out", str(tmp_path / "o.yaml"))
     err = capsys.readouterr().err
-    # One session: noise is its own dispersion, on the log scale: 1.4826 × |ln(10,000 / 9,000)| = 15.6%.
+    # One session: noise is its own dispersion, the standard deviation of the log samples: 37.4%.
     assert "one results file: the recorded noise is that session's own dispersion" in err
-    assert "a/b/c p iops: noise 16% over 1 session(s) widens the gate's band from 15% to 37% (3 × noise)" in err
+    assert "a/b/c p iops: noise 37% over 1 session(s) widens the gate's band from 15% to 67% (3 × noise)" in err
     assert "a/b/c p clat_mean_us: only 1 run(s)" in err
     assert "a/b/c p: no storage class in the fingerprint; pass --class or --thresholds" in err
 
@@ -292,15 +292,15 @@ def test_several_results_files_record_one_median_noise_and_session_count(
     assert vdc["iops"]["median"] == 11_800  # over all six samples, not a median of medians
     assert vdc["iops"]["samples"] == [9_000, 10_000, 11_000, 12_600, 14_000, 15_400]
     assert vdc["iops"]["sessions"] == 2
-    # Between: medians 10,000 and 14,000 → 24.9% (log scale); within: each session 1.4826 × ln(1.1) = 14.1%.
+    # The standard deviation of all six log samples: the drift between the sessions counts with the spread in each.
     expected = session_noise([[9_000, 10_000, 11_000], [12_600, 14_000, 15_400]])
-    assert expected == pytest.approx(math.hypot(dispersion([10_000, 14_000]), 1.4826 * math.log(1.1)), abs=1e-4)
-    assert vdc["iops"]["noise"] == round(expected, 3) == 0.287
+    assert expected == pytest.approx(dispersion([9_000, 10_000, 11_000, 12_600, 14_000, 15_400]))
+    assert vdc["iops"]["noise"] == round(expected, 3) == 0.205
     assert vdc["host_cpu_us_per_io"]["noise"] == 0 and vdc["host_cpu_us_per_io"]["sessions"] == 2
     vdd = document["baselines"][1]["metrics"]["iops"]
     assert (vdd["noise"], vdd["sessions"]) == (0, 1)
-    assert ("local/kvmio-lab-good/vdc randread-4k-qd32x4 iops: noise 29% over 2 session(s) widens the gate's "
-            "band from 15% to 58% (3 × noise)") in captured.err
+    assert ("local/kvmio-lab-good/vdc randread-4k-qd32x4 iops: noise 20% over 2 session(s) widens the gate's "
+            "band from 15% to 46% (3 × noise)") in captured.err
 
 
 def test_recorded_noise_widens_the_gate_band_end_to_end(sessions: tuple[Path, Path], thresholds: Path) -> None:
@@ -310,10 +310,10 @@ def test_recorded_noise_widens_the_gate_band_end_to_end(sessions: tuple[Path, Pa
     first, second = sessions
     run("baseline", "record", "--results", str(first), "--results", str(second), "--out", str(out))
     reference = load_thresholds(thresholds).baseline("local/kvmio-lab-good/vdc", "randread-4k-qd32x4", "iops")
-    assert reference is not None and reference.noise == 0.287 and reference.sessions == 2
-    drifted = decide_baseline([8_000, 8_100, 7_900], reference, max_spread=0.5)  # 32% below: in the 58% band
+    assert reference is not None and reference.noise == 0.205 and reference.sessions == 2
+    drifted = decide_baseline([8_000, 8_100, 7_900], reference, max_spread=0.5)  # 32% below: in the 46% band
     assert drifted.passed, drifted.message
-    assert drifted.message.endswith("band widened from 15% to 58% by the recorded noise (3 × 29%)")
+    assert drifted.message.endswith("band widened from 15% to 46% by the recorded noise (3 × 20%)")
     throttled = decide_baseline([1_000, 1_000, 1_001], reference, max_spread=0.5)
     assert throttled.failed, throttled.message
 
@@ -357,7 +357,7 @@ def test_noise_multiple_of_the_file_and_of_a_replaced_entry_survive_re_recording
     assert document["noise_multiple"] == 2
     assert document["baselines"][0]["noise_multiple"] == 1.5
     err = capsys.readouterr().err
-    assert "vdc randread-4k-qd32x4 iops: noise 29% over 2 session(s) widens the gate's band from 15% to 35% (1.5 × noise)" in err
+    assert "vdc randread-4k-qd32x4 iops: noise 20% over 2 session(s) widens the gate's band from 15% to 26% (1.5 × noise)" in err
 
 
 def test_results_is_repeatable_in_the_parser() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: The largest host CPU id a cpuset may name; beyond it is a typo (and a range up to it stays cheap).
+MAX_CPU = 65535
+
 
 def parse_cpuset(text: str, *, source: str = "cpuset") -> frozenset[int]:
     """Return the CPUs of a libvirt cpuset: ranges, single CPUs and `^N` exclusions.
@@ -20,14 +23,17 @@ def parse_cpuset(text: str, *, source: str = "cpuset") -> frozenset[int]:
             if "-" in item:
                 low_s, high_s = item.split("-", 1)
                 low, high = int(low_s), int(high_s)
-                if high < low:
+                if high < low or high > MAX_CPU:
                     raise ValueError
                 target.update(range(low, high + 1))
             else:
-                target.add(int(item))
+                cpu = int(item)
+                if cpu > MAX_CPU:
+                    raise ValueError
+                target.add(cpu)
         except ValueError:
             raise ValueError(
-                f"{source}: {raw.strip()!r} in cpuset {text!r} is not a CPU number or range like 0-3"
+                f"{source}: {raw.strip()!r} in cpuset {text!r} is not a CPU number (0 to {MAX_CPU}) or range like 0-3"
             ) from None
     cpus = frozenset(included - excluded)
     if not cpus:

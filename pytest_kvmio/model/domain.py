@@ -323,23 +323,30 @@ class Domain:
         }
 
 
+#: Counts and ids above this are not a configuration but a typo (or hostile input that would make loops hang).
+MAX_COUNT = 65536
+
+
+def _whole(text: str, what: str) -> int:
+    """Return `text` as a count or id; `what` says where it stands (`... queues='four'`) for the error."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise DomainXMLError(f"{what} is not a whole number") from None
+    if not 0 <= number <= MAX_COUNT:
+        raise DomainXMLError(f"{what} is out of range (0 to {MAX_COUNT})")
+    return number
+
+
 def _int(el: etree._Element, attr: str, where: str) -> int | None:
     value = el.get(attr)
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise DomainXMLError(f"{where}: {attr}={value!r} is not a whole number") from None
+    return None if value is None else _whole(value, f"{where}: {attr}={value!r}")
 
 
 def _text_int(el: etree._Element | None, where: str, default: int) -> int:
     if el is None or el.text is None:
         return default
-    try:
-        return int(el.text.strip())
-    except ValueError:
-        raise DomainXMLError(f"{where}: {el.text.strip()!r} is not a whole number") from None
+    return _whole(el.text.strip(), f"{where}: {el.text.strip()!r}")
 
 
 def _cpuset(value: str | None, where: str) -> frozenset[int] | None:

@@ -6,16 +6,16 @@ baseline's tolerance band) and their spread, (max - min) / median, exceeds `max_
 runs disagree about the answer: the outcome is inconclusive, not a pass or a regression.
 A metric fio could not measure (None, e.g. latency under gtod_reduce) is inconclusive, never a pass.
 
-Noise. `dispersion` is the robust relative dispersion of samples: the normal-scaled median absolute
-deviation over the median (scipy.stats.median_abs_deviation(scale="normal") / median; it estimates
-the relative standard deviation and ignores one wild run among three). `kvmio baseline record`
-stores a baseline's `noise` from one or several sessions (perf results files recorded minutes
-apart): `session_noise` = hypot(between, within), where between is the dispersion of the
-sessions' medians (0 for one session) and within is the median of each session's own dispersion.
-The gate's band around a baseline is max(tolerance, noise_multiple x noise), noise_multiple
-defaulting to DEFAULT_NOISE_MULTIPLE (3). A run outside the band whose own dispersion exceeds
-max(2 x the recorded noise, max_spread) is inconclusive, not failed: it is too noisy to tell a
-regression from its own noise. A baseline without a recorded noise keeps band = tolerance.
+Noise. `dispersion` is the relative noise of samples: the standard deviation of their logarithms
+(statistics.stdev), because throughput noise is multiplicative (a busy neighbour halves or doubles a
+run). It is deliberately not a robust estimator: a slow run now and then is exactly the noise a gate
+meets on a shared machine, and a band that ignores it raises false alarms. `kvmio baseline record`
+stores a baseline's `noise` from one or several sessions (perf results files recorded minutes apart):
+`session_noise` is the dispersion of all the sessions' samples together, so drift between sessions counts.
+The gate's lower edge is the baseline median x min(1 - tolerance, e^(-noise_multiple x noise)) (upper edge
+for lower-is-better metrics), noise_multiple defaulting to DEFAULT_NOISE_MULTIPLE (3). A run outside the
+band whose own dispersion exceeds max(2 x the recorded noise, max_spread) is inconclusive, not failed: it is
+too noisy to tell a regression from its own noise. A baseline without a recorded noise keeps band = tolerance.
 """
 
 from __future__ import annotations
@@ -108,19 +108,16 @@ def spread(samples: Sequence[float]) -> float:
 
 
 def dispersion(samples: Sequence[float]) -> float:
-    """Return the samples' relative noise: the normal-scaled MAD of their logarithms (0 when identical).
+    """Return the samples' relative noise: the standard deviation of their logarithms (0 for one sample).
 
-    Throughput and latency noise is multiplicative (a busy neighbour halves or doubles a run), so it is
-    measured on the log scale; for small noise this equals MAD / |median|. Samples that are not all
-    positive (an error count of 0) fall back to MAD / |median|, inf around a zero median.
+    Samples that are not all positive (an error count of 0) fall back to stdev / |median|, inf around a
+    zero median.
     """
-    from scipy.stats import (
-        median_abs_deviation,  # only noise figures need scipy: import it late
-    )
-
-    if samples and all(s > 0 for s in samples):
-        return float(median_abs_deviation([math.log(s) for s in samples], scale="normal"))
-    deviation = float(median_abs_deviation(samples, scale="normal"))
+    if len(samples) < 2:
+        return 0.0
+    if all(s > 0 for s in samples):
+        return statistics.stdev(math.log(s) for s in samples)
+    deviation = statistics.stdev(samples)
     if deviation == 0:
         return 0.0
     middle = abs(statistics.median(samples))
@@ -128,12 +125,10 @@ def dispersion(samples: Sequence[float]) -> float:
 
 
 def session_noise(sessions: Sequence[Sequence[float]]) -> float:
-    """Return hypot(dispersion of the session medians, median of each session's dispersion)."""
+    """Return the dispersion of every session's samples together (drift between sessions included)."""
     if not sessions or not all(sessions):
         raise ValueError("session_noise needs at least one session, each with samples")
-    within = statistics.median(dispersion(s) for s in sessions)
-    between = dispersion([statistics.median(s) for s in sessions]) if len(sessions) > 1 else 0.0
-    return math.hypot(between, within)
+    return dispersion([s for session in sessions for s in session])
 
 
 def format_value(value: float, metric: str = "") -> str:
