@@ -97,6 +97,8 @@ PINNING_FULL = _img("pinning-full", "qcow2", "full")
 PINNING_DATA = _img("pinning-data", "raw", "prealloc")
 PINNING_SCSI = _img("pinning-scsi", "raw", "sparse")
 OVERLAP_DATA = _img("overlap-data", "raw", "sparse")
+AB_NATIVE = _img("ab-native", "raw", "prealloc")
+AB_URING = _img("ab-uring", "raw", "prealloc")
 
 
 
@@ -162,6 +164,20 @@ DOMAINS: tuple[DomainSpec, ...] = (
         iothreadpin={1: "1"},
         disks=(
             DiskSpec("vdb", OVERLAP_DATA, "kvmio-overlap-data", cache="none", io="threads",
+                     discard="unmap", iothread=1, queues=VCPUS),
+        ),
+    ),
+    DomainSpec(
+        name="kvmio-lab-ab",
+        purpose="compliant A/B pair: two blank scratch disks backed alike (raw preallocated, same host "
+        "storage, one IOThread) that differ only in io: vdb native, vdc io_uring (kvmio ab)",
+        vcpupin={0: "0", 1: "0"},
+        iothreads=1,
+        iothreadpin={1: "1"},
+        disks=(
+            DiskSpec("vdb", AB_NATIVE, "kvmio-scratch-native", cache="none", io="native",
+                     discard="unmap", iothread=1, queues=VCPUS),
+            DiskSpec("vdc", AB_URING, "kvmio-scratch-uring", cache="none", io="io_uring",
                      discard="unmap", iothread=1, queues=VCPUS),
         ),
     ),
