@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from testinfra.backend.base import BaseBackend, CommandResult
 
+from pytest_kvmio.collect.connection import HostUnreachable, open_connection
 from pytest_kvmio.collect.guest_errors import (
     EXEC_DISABLED,
     GuestCommandTimeout,
@@ -82,10 +83,11 @@ class LibvirtAgent:
 
     def _domain(self) -> libvirt.virDomain:
         if self._dom is None:
-            import libvirt
-
             if self._conn is None:
-                self._conn = libvirt.open(self.uri)  # read-write: agent commands need it
+                try:  # read-write: agent commands need it; bounded, with keepalive
+                    self._conn = open_connection(self.uri, host=self.uri, readonly=False)
+                except HostUnreachable as exc:
+                    raise GuestError(self.domain, str(exc), "connect") from None
             self._dom = self._conn.lookupByName(self.domain)
         return self._dom
 

@@ -8,6 +8,8 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from pytest_kvmio.model.redact import redact_uri
+
 LOCAL_URI = "qemu:///system"
 REMOTE_URI_TEMPLATE = "qemu+ssh://{host}/system{query}"
 
@@ -82,12 +84,29 @@ def parse_host_spec(raw: str) -> HostSpec:
     )
 
 
+#: Seconds libvirt may take to open a connection before the host counts as unreachable.
+OPEN_TIMEOUT = 15.0
+#: libvirt keepalive: a probe every KEEPALIVE_INTERVAL s; after KEEPALIVE_COUNT unanswered probes
+#: libvirt closes the connection, so a call to a daemon that hung after we connected fails after
+#: about interval × (count + 1) = 12 s instead of blocking the run.
+KEEPALIVE_INTERVAL = 4
+KEEPALIVE_COUNT = 2
+
 _handler_lock = threading.Lock()
 _handler_set = False
 
 
+def _run_event_loop(libvirt: ModuleType) -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
 def libvirt_module() -> ModuleType:
-    """Import libvirt-python on first use so offline linting needs no libvirt C library."""
+    """Import libvirt-python on first use so offline linting needs no libvirt C library.
+
+    The first call also registers libvirt's default event loop and runs it in a daemon thread:
+    keepalive (which bounds every call on an open connection) works only with an event loop.
+    """
     global _handler_set
     try:
         import libvirt
@@ -100,20 +119,54 @@ def libvirt_module() -> ModuleType:
         if not _handler_set:
             # libvirt prints every error to stderr by default; ours carry the message instead.
             libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+            libvirt.virEventRegisterDefaultImpl()
+            threading.Thread(target=_run_event_loop, args=(libvirt,), name="kvmio-libvirt-events",
+                             daemon=True).start()
             _handler_set = True
     return libvirt
 
 
-def open_readonly(uri: str, *, host: str) -> Any:
-    """Open a read-only libvirt connection; raise HostUnreachable naming host and URI."""
+def open_connection(uri: str, *, host: str, readonly: bool = True, timeout: float = OPEN_TIMEOUT) -> Any:
+    """Open a libvirt connection within `timeout` seconds, with keepalive; raise HostUnreachable.
+
+    libvirt's own open has no bound: a daemon that accepts the connection and never answers (hung,
+    stopped, or an SSH tunnel whose far end is gone) would block the run forever. The open runs in
+    a daemon thread; if it does not return in time the host is reported unreachable and the thread
+    is left to libvirt (it holds only its own half-open connection).
+    """
     libvirt = libvirt_module()
-    try:
-        return libvirt.openReadOnly(uri)
-    except libvirt.libvirtError as exc:
+    outcome: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            outcome["conn"] = libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=attempt, name=f"kvmio-open-{host}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
         raise HostUnreachable(
-            f"{host}: cannot connect to libvirt at {uri}: {exc.get_error_message()}; "
+            f"{host}: libvirt at {redact_uri(uri)} did not answer within {timeout:g} s; "
+            "check that libvirtd there is running and not hung (systemctl status libvirtd)"
+        )
+    if "error" in outcome:
+        raise HostUnreachable(
+            f"{host}: cannot connect to libvirt at {redact_uri(uri)}: {outcome['error'].get_error_message()}; "
             "check that libvirtd runs there and that --libvirt-uri is right"
-        ) from None
+        )
+    conn = outcome["conn"]
+    try:
+        conn.setKeepAlive(KEEPALIVE_INTERVAL, KEEPALIVE_COUNT)
+    except libvirt.libvirtError:
+        pass  # drivers without a daemon (test:///, embedded) have nothing to keep alive
+    return conn
+
+
+def open_readonly(uri: str, *, host: str) -> Any:
+    """Open a read-only libvirt connection (bounded, with keepalive); raise HostUnreachable naming host and URI."""
+    return open_connection(uri, host=host, readonly=True)
 
 
 def ansible_host_specs(pattern: str, inventory: str | None) -> list[HostSpec]:
