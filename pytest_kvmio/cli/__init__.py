@@ -1,4 +1,4 @@
-"""The `kvmio` command: lab management, fio result inspection, baselines, the rule catalogue."""
+"""The `kvmio` command: lab management, fio result inspection, baselines, the rule catalogue, A/B experiments."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from pytest_kvmio import __version__
+from pytest_kvmio.cli import ab as ab_cli
 from pytest_kvmio.cli import baseline as baseline_cli
 from pytest_kvmio.cli import fio as fio_cli
 from pytest_kvmio.cli import rules as rules_cli
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     fio_cli.add_parser(sub)
     baseline_cli.add_parser(sub)
     rules_cli.add_parser(sub)
+    ab_cli.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,151 @@
+"""`kvmio ab`: is this storage change better? Two arms, one fio profile, rounds in a balanced order, B/A with a 95 % interval.
+
+    kvmio ab --a kvmio-lab-ab/vdb --b kvmio-lab-ab/vdc --profile randread-4k-qd32x4 --rounds 6 --fio-runtime 3
+    kvmio ab --a kvmio-lab-ab/vdb@host --b kvmio-lab-ab/vdb --profile randread-4k-qd32x4   # the virtualization tax
+
+Exit status: 0 when the experiment ran (whatever the verdicts), 1 when a run failed, 4 for a bad arm or
+option (`ERROR: ...`, nothing run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from pytest_kvmio.collect.connection import parse_host_spec
+from pytest_kvmio.collect.targets import load_host
+from pytest_kvmio.errors import CommandError
+from pytest_kvmio.model.redact import redact_uri
+from pytest_kvmio.perf.ab import (
+    AbResult,
+    AbRunError,
+    AbUsageError,
+    attach_runners,
+    parse_arm,
+    parse_margin,
+    plan,
+    run_experiment,
+)
+from pytest_kvmio.perf.abstats import DEFAULT_MARGIN
+from pytest_kvmio.perf.loading import load_thresholds
+from pytest_kvmio.perf.thresholds import ThresholdsError
+from pytest_kvmio.report import abreport
+
+USAGE_EXIT = 4
+DEFAULT_ROUNDS = 6
+
+
+def _usage_error(message: str) -> NoReturn:
+    """Print an argparse error of `kvmio ab` as `ERROR: ...` and exit 4 (argparse's own would exit 2)."""
+    print(f"ERROR: kvmio ab: {message}", file=sys.stderr)
+    raise SystemExit(USAGE_EXIT)
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the `ab` subcommand to the `kvmio` subparsers."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "ab", help="A/B experiment: is B better than A, by how much, and are we sure?",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.error = _usage_error  # type: ignore[method-assign]  # usage errors exit 4 like pytest's, not argparse's 2
+    parser.add_argument("--host", default="local", help="hypervisor, as pytest --host (default: local)")
+    parser.add_argument("--libvirt-uri", default=None, metavar="URI", help="libvirt URI or template, as pytest --libvirt-uri")
+    parser.add_argument("--guest", default=None, metavar="SPEC", help="reach the guest over SSH, as pytest --guest")
+    parser.add_argument("--a", required=True, metavar="ARM", help="the reference: DOMAIN/DISK or DOMAIN/DISK@host")
+    parser.add_argument("--b", required=True, metavar="ARM", help="the change: DOMAIN/DISK or DOMAIN/DISK@host")
+    parser.add_argument("--profile", required=True, metavar="NAME", help="a fio profile of the thresholds directory")
+    parser.add_argument("--rounds", default=str(DEFAULT_ROUNDS), metavar="N",
+                        help=f"rounds, each one run of A and one of B (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--fio-runtime", default=None, metavar="S", help="measured seconds per run (default: the profile's)")
+    parser.add_argument("--fio-ramp-time", default=None, metavar="S", help="warm-up seconds per run (default: the profile's)")
+    parser.add_argument("--margin", default=f"{DEFAULT_MARGIN:.0%}", metavar="PCT",
+                        help="differences within ±margin count as the same (default 5%%)")
+    parser.add_argument("--thresholds", default="thresholds", metavar="DIR", help="thresholds directory (profiles.yaml)")
+    parser.add_argument("--scratch-serial", default="kvmio-scratch*", metavar="GLOB",
+                        help="serial glob of disks fio may write to (default kvmio-scratch*)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the experiment as JSON")
+    parser.add_argument("--alluredir", default=None, metavar="DIR", help="write one Allure result per comparison")
+    parser.add_argument("--chart", default=None, metavar="PNG", help="write the chart (matplotlib) to PNG")
+    parser.set_defaults(func=run_ab)
+    return parser
+
+
+def _whole(text: str, option: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise AbUsageError(f"{option} {text!r}: expected a whole number of at least {least}")
+    return value
+
+
+def run_ab(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run `kvmio ab`; usage errors print `ERROR: ...` and return 4 before anything runs."""
+    out = out or sys.stdout
+    try:
+        return _run(args, out)
+    except AbUsageError as exc:
+        print(f"ERROR: kvmio ab: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+    except AbRunError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _progress(out: TextIO) -> Any:
+    def write(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    return write
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    a, b = parse_arm(args.a, "--a"), parse_arm(args.b, "--b")
+    rounds = _whole(args.rounds, "--rounds", 1)
+    runtime = None if args.fio_runtime is None else _whole(args.fio_runtime, "--fio-runtime", 1)
+    ramp = None if args.fio_ramp_time is None else _whole(args.fio_ramp_time, "--fio-ramp-time", 0)
+    try:
+        margin = parse_margin(args.margin)
+    except ValueError as exc:
+        raise AbUsageError(f"--margin {exc}") from None
+    try:
+        spec = parse_host_spec(args.host)
+    except ValueError as exc:
+        raise AbUsageError(f"--host {exc}") from None
+    try:
+        profile = load_thresholds(args.thresholds).profile(args.profile).with_timing(runtime=runtime, ramp_time=ramp)
+    except ThresholdsError as exc:
+        raise AbUsageError(f"--profile {args.profile}: {exc}") from None
+    for option in ("json", "chart"):
+        path = getattr(args, option)
+        if path and not Path(path).resolve().parent.is_dir():
+            raise AbUsageError(f"--{option} {path}: the directory {Path(path).parent} does not exist")
+    progress = _progress(out)
+    host = load_host(spec, args.libvirt_uri, lambda line: progress(redact_uri(line)))
+    arm_a, arm_b = plan(host, a, b, profile, args.scratch_serial)
+    attach_runners(arm_a, arm_b, host, guest_spec=args.guest, scratch_pattern=args.scratch_serial, progress=progress)
+    result = run_experiment(arm_a, arm_b, profile, rounds=rounds, margin=margin, progress=progress)
+    _report(result, args, out, host.name)
+    return 0
+
+
+def _report(result: AbResult, args: argparse.Namespace, out: TextIO, host: str) -> None:
+    for line in abreport.format_table(result):
+        print(line, file=out)
+    overhead = result.wall_seconds - result.fio_seconds
+    print(f"  took {result.wall_seconds:.1f}s: fio was asked for {result.fio_seconds:.0f}s "
+          f"(pre-fill and checks {result.prepare_seconds:.1f}s)", file=out)
+    if overhead < 0:
+        print("  note: fio ran shorter than asked", file=out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.document(), indent=2) + "\n", encoding="utf-8")
+        print(f"kvmio ab: JSON written to {args.json}", file=out)
+    if args.chart:
+        why = abreport.write_chart(result, args.chart)
+        print(f"kvmio ab: {why}" if why else f"kvmio ab: chart written to {args.chart}", file=out)
+    if args.alluredir:
+        written = abreport.allure_results(result, args.alluredir, host=host)
+        print(f"kvmio ab: {len(written)} Allure result(s) written to {args.alluredir}", file=out)
