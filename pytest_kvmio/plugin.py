@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio import catalogue, fixtures, markers
+from pytest_kvmio import catalogue, fixtures, markers, xdist_groups
 from pytest_kvmio.collect.connection import ansible_host_specs, parse_host_spec
 from pytest_kvmio.collect.facts import assumed_facts
 from pytest_kvmio.collect.targets import (
@@ -124,6 +124,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Registered now, after entry-point plugins, so kvmio's `host` wins over pytest-testinfra's.
     config.pluginmanager.register(fixtures, "kvmio-fixtures")
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
+    config.pluginmanager.register(xdist_groups, "kvmio-xdist-groups")
     reporting.register(config)  # waivers, the gate, the ticket line, Allure
 
 
@@ -171,6 +172,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 #: Key of the not-applicable counts pytest-xdist workers hand to the controller (which collects nothing itself).
 XDIST_NOT_APPLICABLE = "kvmio_not_applicable"
+#: Key of the host summaries (facts, error) workers hand to the controller for the ticket line and JSON.
+XDIST_HOSTS = "kvmio_hosts"
 
 
 @pytest.hookimpl(trylast=True)
@@ -179,15 +182,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if workeroutput is not None and state is not None:
         workeroutput[XDIST_NOT_APPLICABLE] = dict(state.collector.not_applicable)
+        workeroutput[XDIST_HOSTS] = state.host_summaries()
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """Take the not-applicable counts from a pytest-xdist worker (every worker collects the same items)."""
-    counts = getattr(node, "workeroutput", {}).get(XDIST_NOT_APPLICABLE)
+    """Take the not-applicable counts and host summaries from a worker (every worker collects the same items)."""
+    output = getattr(node, "workeroutput", {})
+    counts, hosts = output.get(XDIST_NOT_APPLICABLE), output.get(XDIST_HOSTS)
     state = node.config.stash.get(STATE, None)
-    if counts and state is not None and not state.collector.not_applicable:
+    if state is None:
+        return
+    if counts and not state.collector.not_applicable:
         state.collector.not_applicable.update(counts)
+    if hosts and not state.worker_hosts:
+        state.worker_hosts = list(hosts)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -32,6 +32,8 @@ class KvmioState:
     guests: dict[str, Any] = field(default_factory=dict)
     #: Per domain id: libvirt target dev -> GuestDisk or Unmapped.
     guest_disks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Under pytest-xdist the controller loads no host: the workers' host summaries (see host_summaries).
+    worker_hosts: list[dict[str, Any]] = field(default_factory=list)
 
     def hosts(self) -> list[HostTarget]:
         """Load the targets on first use: offline XML files, fio result directories, or live hosts."""
@@ -42,6 +44,12 @@ class KvmioState:
     @property
     def loaded_hosts(self) -> list[HostTarget]:
         return self._hosts or []
+
+    def host_summaries(self) -> list[dict[str, Any]]:
+        """Return each loaded host's facts as plain values with its error (the workers' under xdist)."""
+        if self._hosts is None:
+            return self.worker_hosts
+        return [h.facts.as_dict() | {"error": h.error} for h in self._hosts]
 
     @property
     def in_use(self) -> bool:

@@ -30,6 +30,7 @@ LAYERS = {
     "pytest_kvmio.plugin": 8,
     "pytest_kvmio.fixtures": 8,
     "pytest_kvmio.markers": 8,
+    "pytest_kvmio.xdist_groups": 8,
     "pytest_kvmio.options": 8,
     "pytest_kvmio.perfsuite": 8,
     "pytest_kvmio.cli": 9,

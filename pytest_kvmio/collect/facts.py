@@ -7,6 +7,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from lxml import etree
+
 from pytest_kvmio.collect.connection import libvirt_module
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.model.domain import Domain, DomainXMLError, ImageFacts, parse_domain
@@ -58,6 +60,8 @@ class HostFacts:
     block_devices: list[BlockDevice] = field(default_factory=list)
     images: dict[str, ImageFacts] = field(default_factory=dict)
     libvirt_uri: str | None = None
+    #: libvirt's host UUID (capabilities <host><uuid>): the machine's identity whatever spec reached it.
+    host_uuid: str | None = None
     offline: bool = False
     assumed: tuple[str, ...] = ()
     #: The read-only libvirt connection (None offline); not part of the facts' value.
@@ -99,6 +103,7 @@ class HostFacts:
             "cpu_model": self.cpu_model,
             "cpu_count": self.cpu_count,
             "libvirt_uri": redact_uri(self.libvirt_uri) if self.libvirt_uri else None,
+            "host_uuid": self.host_uuid,
             "offline": self.offline,
             "assumed": list(self.assumed),
             "block_devices": [
@@ -205,6 +210,17 @@ def _image_facts(path: str, text: str) -> ImageFacts:
     )
 
 
+def host_uuid(capabilities_xml: str) -> str | None:
+    """Return the host UUID from libvirt's capabilities XML, None when it has none."""
+    try:
+        uuid = etree.fromstring(
+            capabilities_xml.encode(), parser=etree.XMLParser(resolve_entities=False, no_network=True)
+        ).findtext("host/uuid")
+    except etree.XMLSyntaxError:
+        return None
+    return uuid.strip() if uuid else None
+
+
 def collect_host_facts(name: str, testinfra_host: Any, conn: Any, uri: str) -> tuple[HostFacts, list[Domain]]:
     """Read versions over libvirt, domains' XML, then every other fact in one host command."""
     facts = HostFacts(name=name, libvirt_uri=uri)
@@ -214,6 +230,7 @@ def collect_host_facts(name: str, testinfra_host: Any, conn: Any, uri: str) -> t
         if facts.hypervisor_type == "QEMU":  # other drivers report their own version numbers
             facts.qemu = Version.from_libvirt(conn.getVersion())
         facts.libvirt = Version.from_libvirt(conn.getLibVersion())
+        facts.host_uuid = host_uuid(conn.getCapabilities())
         raw_domains = [(d.name(), d.XMLDesc(0), bool(d.isActive())) for d in conn.listAllDomains(0)]
     except libvirt.libvirtError as exc:
         raise FactsError(f"{name}: libvirt at {uri} failed while reading facts: {exc.get_error_message()}") from None

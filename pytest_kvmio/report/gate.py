@@ -78,20 +78,19 @@ class Gate:
         }
 
 
-def describe_hosts(hosts: list[Any]) -> str:
-    """Return `local (kernel 6.1, QEMU 7.2, libvirt 9.0)` for each loaded host, comma-separated."""
+def describe_hosts(hosts: list[dict[str, Any]]) -> str:
+    """Return `local (kernel 6.1, QEMU 7.2, libvirt 9.0)` for each host summary, comma-separated."""
     parts = []
     for host in hosts:
-        if getattr(host, "error", None):
-            parts.append(f"{host.name} (unreachable)")
+        if host.get("error"):
+            parts.append(f"{host['host']} (unreachable)")
             continue
-        facts = host.facts
-        versions = [f"{label} {value}" for label, value in
-                    (("kernel", facts.kernel), ("QEMU", facts.qemu), ("libvirt", facts.libvirt)) if value]
-        if facts.offline:
+        versions = [f"{label} {host[key]}" for label, key in
+                    (("kernel", "kernel"), ("QEMU", "qemu"), ("libvirt", "libvirt")) if host.get(key)]
+        if host.get("offline"):
             parts.append("offline lint" + (f" (assumed {', '.join(versions)})" if versions else ""))
             continue
-        parts.append(f"{host.name} ({', '.join(versions)})" if versions else host.name)
+        parts.append(f"{host['host']} ({', '.join(versions)})" if versions else str(host["host"]))
     return ", ".join(parts)
 
 

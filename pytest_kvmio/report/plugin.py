@@ -106,7 +106,7 @@ class ReportingPlugin:
     def ticket_line(self) -> str:
 
         state = self.config.stash.get(STATE, None)
-        hosts = describe_hosts(state.loaded_hosts) if state is not None else ""
+        hosts = describe_hosts(state.host_summaries()) if state is not None else ""
         waivers = None
         if self.waivers is not None:
             s = self.waivers.summary()
@@ -129,8 +129,7 @@ class ReportingPlugin:
         waived = self.waivers.waived_nodeids if self.waivers is not None else {}
         for verdict in verdicts:
             verdict.waiver = verdict.waiver or waived.get(verdict.nodeid)
-        hosts = [h.facts.as_dict() | {"error": h.error} for h in state.loaded_hosts]
-        write_json(path, verdicts, hosts, {
+        write_json(path, verdicts, state.host_summaries(), {
             "exitstatus": self.gate.exitstatus,
             "gate": self.gate.as_dict(),
             "host_cpu_per_io": cpucost.by_io_mode(cpucost.cpu_costs(verdicts)),
