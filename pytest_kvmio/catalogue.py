@@ -229,6 +229,12 @@ def _perf_baseline(scope: Scope) -> str | None:
     return None
 
 
+def _ab_requested(scope: Scope) -> str | None:
+    if scope.target.host.offline:
+        return "offline lint: no host to run an experiment on"
+    return None if scope.config.getoption("kvmio_ab", None) else "no experiment asked for (--kvmio-ab)"
+
+
 def _perf_class(scope: Scope) -> str | None:
     runnable = _perf_runnable(scope)
     if runnable:
@@ -311,6 +317,10 @@ RULES: tuple[Rule, ...] = (
     Rule("perf-host-cpu", "disk", "normal", "QEMU's host CPU µs per I/O within the class's bound (else reported)",
          "CPU the hypervisor spends per guest I/O is what io_uring saves over native and threads; bound it per class.",
          "disks with a storage class", "measurement", _perf_class),
+    Rule("ab-expect", "host", "critical",
+         "an A/B experiment (`--kvmio-ab`) shows B better than A, or not worse beyond the margin (`--kvmio-ab-expect`)",
+         "A storage change ships on evidence: B must beat A, or not be worse than A beyond the margin, with 95% confidence.",
+         "live hosts, once per `--kvmio-ab` experiment", "measurement", _ab_requested),
 )
 BY_ID: dict[str, Rule] = {rule.id: rule for rule in RULES}
 

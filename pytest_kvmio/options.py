@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio import settings
+from pytest_kvmio import absuite, settings
 from pytest_kvmio.settings import SETTINGS, cli_type
 
 
@@ -70,6 +70,15 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--kvmio-json", dest="kvmio_json", default=None, metavar="PATH",
         help="write the verdicts as a JSON document to PATH",
+    )
+    group.addoption(
+        "--kvmio-ab", dest="kvmio_ab", action="append", type=cli_type(absuite.parse_spec), default=None,
+        metavar="a=ARM,b=ARM,profile=P", help="A/B experiment run as rule ab-expect (ARM: DOMAIN/DISK or "
+        "DOMAIN/DISK@host; optional rounds=6, margin=5%%, metric=iops); repeatable",
+    )
+    group.addoption(
+        "--kvmio-ab-expect", dest="kvmio_ab_expect", type=cli_type(absuite.expectation), default=absuite.DEFAULT_EXPECT,
+        metavar="better|not-worse", help="what --kvmio-ab must show of B against A (default not-worse)",
     )
     group.addoption(
         "--kvmio-fail-inconclusive", dest="kvmio_fail_inconclusive", action="store_true",

@@ -33,6 +33,7 @@ LAYERS = {
     "pytest_kvmio.xdist_groups": 8,
     "pytest_kvmio.options": 8,
     "pytest_kvmio.perfsuite": 8,
+    "pytest_kvmio.absuite": 8,
     "pytest_kvmio.cli": 9,
     "pytest_kvmio.lab": 9,
 }
