@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -21,6 +22,7 @@ from pytest_kvmio.collect.targets import (
 )
 from pytest_kvmio.fixtures import guest_or_reason
 from pytest_kvmio.model.domain import DomainXMLError, load_domain_files
+from pytest_kvmio.model.redact import RedactingFilter
 from pytest_kvmio.options import add_options
 from pytest_kvmio.perf.offline import offline_hosts
 from pytest_kvmio.perf.session import PerfPlugin
@@ -126,6 +128,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
     config.pluginmanager.register(xdist_groups, "kvmio-xdist-groups")
     reporting.register(config)  # waivers, the gate, the ticket line, Allure
+    # testinfra logs every command it runs, `sshpass -p PASSWORD` included, into pytest's log capture.
+    testinfra_log = logging.getLogger("testinfra")
+    if not any(isinstance(f, RedactingFilter) for f in testinfra_log.filters):
+        testinfra_log.addFilter(RedactingFilter())
 
 
 def _level(fixturenames: list[str]) -> str | None:
@@ -309,7 +315,8 @@ def _jsonable(value: Any) -> Any:
 def pytest_collection(session: pytest.Session) -> None:
     """Read explicitly named targets before collecting, so bad input is a usage error (exit 4)."""
     config = session.config
-    if any(config.getoption(o) for o in ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains")):
+    named = any(config.getoption(o) for o in ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains", "kvmio_fio_results"))
+    if named or config.getoption("ansible_inventory", None) or setting(config, "hosts")[0] is not None:
         config.stash[STATE].hosts()
 
 

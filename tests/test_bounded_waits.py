@@ -8,11 +8,14 @@ assertions is a timing: a wait that were unbounded would hang the test (pytester
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +24,7 @@ from pytest_kvmio.collect.connection import (
     libvirt_module,
     open_connection,
 )
-from tests.conftest import verdicts_of
+from tests.conftest import SUITES, verdicts_of
 
 LIBVIRT_RO_SOCKET = Path("/var/run/libvirt/libvirt-sock-ro")
 
@@ -176,3 +179,34 @@ def test_keepalive_ends_a_call_to_a_daemon_that_hung_after_the_connection_opened
             conn.getCapabilities()
     finally:
         proxy.close()
+
+
+@pytest.mark.lab
+@pytest.mark.integration
+def test_a_hung_guest_agent_errors_the_guest_items_and_the_run_goes_on(
+    pytester: pytest.Pytester, lab: dict[str, Any]
+) -> None:
+    """qemu-ga stopped (SIGSTOP, over the guest's SSH) in kvmio-lab-good: its guest items error, bounded."""
+    import testinfra
+
+    domain = lab["guest_ssh"]["domains"][0]
+    guest = testinfra.get_host(lab["guest_ssh"]["spec"].replace("{domain}", domain))
+    pid = guest.check_output("pidof qemu-ga").split()[0]
+    assert guest.run(f"kill -STOP {int(pid)}").rc == 0
+    try:
+        out = pytester.path / "v.json"
+        pytester.runpytest_subprocess(
+            str(SUITES / "test_guest.py"), "--host=local", f"--domain={domain}", "-k", "scheduler",
+            "--kvmio-json", str(out), "-p", "no:cacheprovider", timeout=300,
+        )
+        verdicts = [v for v in json.loads(out.read_text())["verdicts"] if v["rule"] == "guest-scheduler-none"]
+    finally:
+        guest.run(f"kill -CONT {int(pid)}")
+    assert verdicts and all(v["outcome"] == "error" for v in verdicts), verdicts
+    assert all("agent" in v["message"] for v in verdicts), verdicts
+    # The agent answers again once resumed, so the lab is left as it was.
+    deadline = time.monotonic() + 60
+    while subprocess.run(["virsh", "-c", "qemu:///system", "qemu-agent-command", domain, '{"execute":"guest-ping"}'],
+                         capture_output=True, timeout=30).returncode != 0:
+        assert time.monotonic() < deadline, f"{domain}: the guest agent did not answer after SIGCONT"
+        time.sleep(1)

@@ -8,6 +8,7 @@ wrote; host specs and libvirt URIs may carry `user:password@` or `?password=...`
 from __future__ import annotations
 
 import copy
+import logging
 import re
 
 from lxml import etree
@@ -20,6 +21,8 @@ SECRET_REFERENCES = ("secret",)
 _SECRET_NAME = re.compile(r"pass|secret|token|cookie|auth|credential", re.IGNORECASE)
 _USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@", re.IGNORECASE)
 _QUERY = re.compile(r"(?P<key>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
+#: testinfra's SSH backend runs `sshpass -p PASSWORD ssh ...` for a spec with a password (and logs it).
+_SSHPASS = re.compile(r"(?P<key>\bsshpass\s+-p\s*)(?P<value>\S+)")
 
 
 def redact_xml(xml: str | bytes) -> str:
@@ -47,6 +50,18 @@ def redacted_text(root: etree._Element) -> str:
 
 
 def redact_uri(text: str) -> str:
-    """Mask `user:password@` and query parameters named like a password, secret or token in any text."""
+    """Mask `user:password@`, query parameters named like a password, secret or token, and `sshpass -p` in any text."""
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _SSHPASS.sub(lambda m: m["key"] + MASK, text)
     return _QUERY.sub(lambda m: m["key"] + (MASK if _SECRET_NAME.search(m["name"]) else m["value"]), text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks passwords in a record's message (testinfra logs every command it runs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact_uri(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
