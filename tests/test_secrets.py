@@ -54,6 +54,7 @@ def test_the_parsed_domain_keeps_no_secret_but_everything_the_rules_read() -> No
         ("qemu+tls://hv01/system?pkipath=/p&password=hunter2", "qemu+tls://hv01/system?pkipath=/p&password=***"),
         ("ssh://admin@hv01?ssh_identity_file=/k&api_token=abc", "ssh://admin@hv01?ssh_identity_file=/k&api_token=***"),
         ("qemu+ssh://root@127.0.0.1:2222/system?keyfile=/k&no_verify=1", "qemu+ssh://root@127.0.0.1:2222/system?keyfile=/k&no_verify=1"),
+        ("RUN command=b'sshpass -p hunter2 ssh -o User=root hv01 true'", "RUN command=b'sshpass -p *** ssh -o User=root hv01 true'"),
     ],
 )
 def test_passwords_in_uris_and_host_specs_are_masked(text: str, shown: str) -> None:
