@@ -144,6 +144,15 @@ def _cache(scope: Scope) -> str | None:
     return _block_layer(scope.disk)
 
 
+def _vhost_user(scope: Scope) -> str | None:
+    disk = scope.disk
+    return None if disk.is_vhost_user else f"{disk.type} disk, not vhost-user"
+
+
+def _live_vhost_user(scope: Scope) -> str | None:
+    return _vhost_user(scope) or _live_host(scope)
+
+
 def _has_iothreads(scope: Scope) -> str | None:
     domain = scope.target.domain
     assert domain is not None
@@ -297,6 +306,29 @@ RULES: tuple[Rule, ...] = (
     Rule("disk-cache-safe", "disk", "critical", "no cache='unsafe'; writeback passes with a note (guests must flush)",
          "cache='unsafe' ignores guest flushes: a host crash loses data the guest was told is on disk.",
          "disks QEMU's block layer serves", "xml", _cache),
+    Rule("disk-vhost-shared-memory", "disk", "blocker",
+         "a vhost-user disk's domain shares its memory (<access mode='shared'/>, memfd or hugepages); "
+         "live, an SPDK backend also needs hugepages",
+         "The vhost-user backend reads and writes guest memory itself: libvirt refuses the domain unless that memory "
+         "is shared, and SPDK can only use it from hugepages.",
+         "vhost-user disks (the SPDK part: live hosts, where the backend process is known)", "xml",
+         _vhost_user),
+    Rule("disk-vhost-reconnect", "disk", "critical",
+         "a vhost-user disk's socket source has <reconnect enabled='yes' timeout='N'/>",
+         "Without reconnect, a restart of the vhost-user backend (an upgrade, a crash) leaves the disk dead until "
+         "the domain restarts.",
+         "vhost-user disks", "xml", _vhost_user),
+    Rule("disk-vhost-backend-queues", "disk", "blocker",
+         "a vhost-user disk asks for no more queues than its backend offers",
+         "QEMU refuses to start a vhost-user disk with more queues than its backend offers "
+         "('The maximum number of queues supported by the backend is 1').",
+         "vhost-user disks on live hosts (judged where the backend's queue count can be read)", "host",
+         _live_vhost_user),
+    Rule("disk-vhost-backend-serving", "disk", "critical",
+         "a vhost-user disk's socket exists and a live process listens on it",
+         "A vhost-user disk is only as alive as the process behind its socket: without one the domain can't "
+         "start and a running guest's I/O hangs.",
+         "vhost-user disks on live hosts", "host", _live_vhost_user),
     Rule("guest-scheduler-none", "disk", "normal", "the guest device of a virtio disk uses scheduler `none`",
          "The host already schedules the real device; a guest scheduler on a virtio disk reorders twice.",
          "virtio disks of running domains on live hosts", "guest", _guest_virtio),
@@ -314,7 +346,7 @@ RULES: tuple[Rule, ...] = (
     Rule("perf-baseline", "disk", "critical", "the median has not regressed beyond the recorded baseline's band",
          "A change (kernel, QEMU, io mode, template) must not make a disk slower than its recorded baseline.",
          "disks with a recorded baseline for the profile and metric", "measurement", _perf_baseline),
-    Rule("perf-host-cpu", "disk", "normal", "QEMU's host CPU µs per I/O within the class's bound (else reported)",
+    Rule("perf-host-cpu", "disk", "normal", "host CPU µs per I/O of QEMU (and of a vhost-user disk's backend) within the class's bound (else reported)",
          "CPU the hypervisor spends per guest I/O is what io_uring saves over native and threads; bound it per class.",
          "disks with a storage class", "measurement", _perf_class),
     Rule("ab-expect", "host", "critical",

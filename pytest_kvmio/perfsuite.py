@@ -53,6 +53,10 @@ def _metric_order(metric: str) -> tuple[int, str]:
     order = list(METRIC_DIRECTIONS)
     return (order.index(metric) if metric in order else len(order), metric)
 
+def io_path(disk: Any) -> str:
+    """Return how a disk's I/O is served, for host CPU tables: the AIO mode QEMU uses, or vhost-user."""
+    return "vhost-user" if getattr(disk, "is_vhost_user", False) else str(disk.effective_io)
+
 # --- verdicts -------------------------------------------------------------------------------
 
 def perf_facts(decision: Decision, result: PerfResult, *, limit: Limit | None = None) -> dict[str, Any]:

@@ -70,16 +70,19 @@ def test_host_cpu_cost_per_io(disk, fio, profile, kvmio_facts, kvmio_record):
     samples = result.samples(perf.HOST_CPU)
     if all(s is None for s in samples):
         pytest.skip(f"{disk.id}: {profile}: host CPU not measured ({'; '.join(result.notes) or 'no .hostcpu files'})")
+    io_mode = perf.io_path(disk)
+    counted = {"io_mode": io_mode, "counted": result.host_cpu_counted}
     kvmio_facts["perf"] = {
         "profile": profile, "metric": perf.HOST_CPU, "median": result.median(perf.HOST_CPU), "samples": samples,
-        "limit": None, "baseline": None, "tolerance": None, "unit": "µs/IO", "io_mode": disk.effective_io,
-    }
+        "limit": None, "baseline": None, "tolerance": None, "unit": "µs/IO",
+    } | counted
     limit = fio.thresholds.limits(storage_class.name, profile).get(perf.HOST_CPU)
     if limit is None:
         median = result.median(perf.HOST_CPU)
         shown = "not measured" if median is None else f"{format_value(median)} µs per I/O"
-        kvmio_record("kvmio_note", f"{disk.id}: {profile}: host CPU {shown} (io={disk.effective_io}; no limit in {storage_class.name})")
+        processes = f"; counted: {', '.join(result.host_cpu_counted)}" if result.host_cpu_counted else ""
+        kvmio_record("kvmio_note", f"{disk.id}: {profile}: host CPU {shown} (io={io_mode}; no limit in {storage_class.name}{processes})")
         return
     decision = decide_limit(samples, limit, max_spread=storage_class.max_spread)
-    kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit) | {"io_mode": disk.effective_io}
+    kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit) | counted
     perf.judge(decision, disk.id, kvmio_record)

@@ -28,6 +28,8 @@ BLOCK_LAYER_RULES = {
     "disk-io-mode-valid", "disk-direct-io-for-async", "disk-native-not-sparse", "disk-io-uring-supported",
     "disk-iothread-assigned", "disk-discard-unmap", "disk-cache-safe",
 }
+#: The vhost-user rules (suites/test_vhost_user.py).
+VHOST_USER_RULES = {"disk-vhost-shared-memory", "disk-vhost-reconnect", "disk-vhost-backend-queues", "disk-vhost-backend-serving"}
 
 _RUNS: dict[str, dict[str, Any]] = {}
 
@@ -125,6 +127,13 @@ def test_libvirt_features_raise_no_false_alarm(summary: dict[str, Any]) -> None:
                    "offline/QEMUGuest1@disk-vhostvdpa/vda", "offline/QEMUGuest1@disk-vhostuser-numa/vda"):
         assert {r for r in BLOCK_LAYER_RULES if outcome(r, target) != "not-applicable"} == set(), target
     assert outcome("disk-multiqueue", "offline/QEMUGuest1@disk-vhostvdpa/vda") == "not-applicable"
+    # Shared guest memory for vhost-user: <memoryBacking><access mode='shared'/>, or every NUMA cell memAccess='shared'.
+    for target in ("offline/QEMUGuest1@disk-vhostuser/vda", "offline/QEMUGuest1@disk-vhostuser-numa/vdb"):
+        assert outcome("disk-vhost-shared-memory", target) == "passed", target
+    assert outcome("disk-vhost-reconnect", "offline/QEMUGuest1@disk-vhostuser/vdb") == "passed"
+    # ... and none of the vhost-user rules concerns vhost-vdpa; the backend rules need a live host.
+    assert {r for r in VHOST_USER_RULES if outcome(r, "offline/QEMUGuest1@disk-vhostvdpa/vda") != "not-applicable"} == set()
+    assert outcome("disk-vhost-backend-serving", "offline/QEMUGuest1@disk-vhostuser/vdb") == "not-applicable"
     # cache='default' is QEMU's default, writeback: passed with the writeback note.
     defaults = [v for v in summary["verdicts"] if v["rule"] == "disk-cache-safe" and "(QEMU default)" in v["message"]]
     assert any("@disk-sata-device/" in v["target"] for v in defaults)

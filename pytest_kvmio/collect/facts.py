@@ -13,6 +13,7 @@ from pytest_kvmio.collect.connection import libvirt_module
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.model.domain import Domain, DomainXMLError, ImageFacts, parse_domain
 from pytest_kvmio.model.versions import Requirement, Version
+from pytest_kvmio.model.vhost import VhostBackend, parse_backend_lines
 
 #: Requirements io_uring needs (kernel 5.1 has it; 5.10 is the first LTS with a stable one).
 IO_URING_KERNEL = Requirement.parse(">=5.1")
@@ -59,6 +60,8 @@ class HostFacts:
     cpu_count: int | None = None
     block_devices: list[BlockDevice] = field(default_factory=list)
     images: dict[str, ImageFacts] = field(default_factory=dict)
+    #: vhost-user sockets of the host's domains and the processes serving them, by socket path.
+    vhost_backends: dict[str, VhostBackend] = field(default_factory=dict)
     libvirt_uri: str | None = None
     #: libvirt's host UUID (capabilities <host><uuid>): the machine's identity whatever spec reached it.
     host_uuid: str | None = None
@@ -145,12 +148,38 @@ for f in {paths}; do
 done
 """
 
+# Which process serves a vhost-user socket: the inodes bound to the path in /proc/net/unix (the listening one has
+# flags 00010000; accepted connections carry the path too), then the processes holding the listening inode, from
+# one listing of every process's fds. Needs root to see other users' fds; vhost-uid says who read them.
+VHOST_SCRIPT = r"""
+echo "vhost-uid=$(id -u)"
+kvmio_unix=$(cat /proc/net/unix 2>/dev/null)
+kvmio_fds=$(ls -l /proc/[0-9]*/fd 2>/dev/null | awk '/^\/proc\/[0-9]+\/fd:$/ {split($0, a, "/"); pid = a[3]; next}
+  /-> socket:\[[0-9]+\]$/ {split($NF, b, /[][]/); print b[2], pid}')
+for s in @PATHS@; do
+  echo "vhost-begin=$s"
+  [ -S "$s" ] && echo "vhost-socket=$(stat -c '%U:%G %a' -- "$s" 2>/dev/null)"
+  listen=$(echo "$kvmio_unix" | awk -v p="$s" 'NF >= 8 && $8 == p && $4 == "00010000" {print $7}')
+  echo "vhost-connections=$(echo "$kvmio_unix" | awk -v p="$s" 'NF >= 8 && $8 == p && $4 != "00010000"' | wc -l)"
+  for ino in $listen; do
+    for pid in $(echo "$kvmio_fds" | awk -v i="$ino" '$1 == i {print $2}' | sort -u); do
+      echo "vhost-pid=$pid $(cat /proc/$pid/comm 2>/dev/null)"
+      echo "vhost-exe=$pid $(readlink /proc/$pid/exe 2>/dev/null)"
+      echo "vhost-cmdline=$pid $(tr '\000' '\037' < /proc/$pid/cmdline 2>/dev/null)"
+    done
+  done
+  echo "vhost-end"
+done
+"""
 
-def host_script(image_paths: list[str]) -> str:
-    """Return the one shell script that reads every host fact and image of a host."""
+
+def host_script(image_paths: list[str], vhost_sockets: list[str] | None = None) -> str:
+    """Return the one shell script that reads every host fact, image and vhost-user backend of a host."""
     script = HOST_SCRIPT
     if image_paths:
         script += IMAGE_SCRIPT.format(paths=" ".join(shlex.quote(p) for p in image_paths))
+    if vhost_sockets:
+        script += VHOST_SCRIPT.replace("@PATHS@", " ".join(shlex.quote(p) for p in vhost_sockets))
     return script
 
 
@@ -158,7 +187,17 @@ def parse_host_output(facts: HostFacts, output: str) -> None:
     """Fill `facts` from the output of `host_script`."""
     image_path: str | None = None
     image_lines: list[str] = []
+    socket: str | None = None
+    socket_lines: list[str] = []
+    uid: int | None = None
     for line in output.splitlines():
+        if socket is not None:
+            if line == "vhost-end":
+                facts.vhost_backends[socket] = parse_backend_lines(socket, socket_lines, uid)
+                socket, socket_lines = None, []
+            else:
+                socket_lines.append(line)
+            continue
         if image_path is not None:
             if line == "image-end":
                 facts.images[image_path] = _image_facts(image_path, "\n".join(image_lines))
@@ -180,6 +219,10 @@ def parse_host_output(facts: HostFacts, output: str) -> None:
             facts.block_devices.append(_block_device(value))
         elif key == "image-begin":
             image_path = value
+        elif key == "vhost-uid" and value.isdigit():
+            uid = int(value)
+        elif key == "vhost-begin":
+            socket = value
 
 
 def _block_device(value: str) -> BlockDevice:
@@ -244,7 +287,8 @@ def collect_host_facts(name: str, testinfra_host: Any, conn: Any, uri: str) -> t
         domains.append(dom)
     paths = sorted({d.source_file for dom in domains for d in dom.disks if d.source_file and d.is_storage}
                    | {d.source_dev for dom in domains for d in dom.disks if d.source_dev and d.is_storage})
-    result = testinfra_host.run(f"timeout {COMMAND_TIMEOUT} sh -c {shlex.quote(host_script(paths))}")
+    sockets = sorted({d.source_path for dom in domains for d in dom.disks if d.is_vhost_user and d.source_path})
+    result = testinfra_host.run(f"timeout {COMMAND_TIMEOUT} sh -c {shlex.quote(host_script(paths, sockets))}")
     if result.rc not in (0,):
         raise FactsError(f"{name}: the host facts command failed (exit {result.rc}): {result.stderr.strip()[:500]}")
     parse_host_output(facts, result.stdout)
@@ -253,6 +297,8 @@ def collect_host_facts(name: str, testinfra_host: Any, conn: Any, uri: str) -> t
             path = disk.source_file or disk.source_dev
             if path and path in facts.images:
                 disk.image = facts.images[path]
+            if disk.is_vhost_user and disk.source_path in facts.vhost_backends:
+                disk.backend = facts.vhost_backends[disk.source_path]
     return facts, domains
 
 

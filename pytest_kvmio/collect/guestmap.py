@@ -15,6 +15,11 @@ guest's ``vda``. Matching, in order of trust:
    ``scsi_controllers`` ({index: <address type='pci'> attributes or "0000:01:00.0"}; the guest's
    sysfs path ends in that PCI function, also behind q35 root ports), or taken when the guest has
    exactly one virtio-scsi host. Otherwise the disk is reported unmapped with that reason.
+3. PCI address, for virtio disks without a serial (libvirt refuses ``<serial>`` on vhost-user disks): the
+   (slot, function) of every hop from the root bus to the device, from libvirt's ``<address type='pci'>`` and
+   its parent controllers' addresses, equals the PCI functions in the guest's sysfs path
+   (``/sys/devices/pci0000:00/0000:00:02.2/0000:03:00.0/virtio3/block/vdc`` is ``((2, 2), (0, 0))``). Bus
+   numbers are not compared: libvirt's are controller indexes, the guest's are what its firmware enumerated.
 
 Everything is read with one guest command (:data:`PROBE_SCRIPT`), which prints ``key=value`` lines.
 """
@@ -56,16 +61,19 @@ class DiskLike(Protocol):
     def serial(self) -> str | None: ...
     @property
     def address(self) -> Mapping[str, str] | None: ...
+    @property
+    def pci_path(self) -> tuple[tuple[int, int], ...] | None: ...
 
 
 @dataclass(frozen=True)
 class DiskRef:
-    """A libvirt disk as the mapping sees it: target dev, bus, serial, <address> attributes."""
+    """A libvirt disk as the mapping sees it: target dev, bus, serial, <address> attributes, PCI path."""
 
     target: str
     bus: str | None = None
     serial: str | None = None
     address: Mapping[str, str] | None = None
+    pci_path: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass
@@ -97,8 +105,19 @@ class GuestBlockDevice:
     @property
     def pci(self) -> str | None:
         """Return the PCI address of the disk's controller (last one in the sysfs path)."""
-        found = [p for p in self.path.split("/") if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", p)]
+        found = self._pci_functions()
         return found[-1] if found else None
+
+    @property
+    def pci_path(self) -> tuple[tuple[int, int], ...] | None:
+        """Return (slot, function) of every PCI function from the root bus to the device, from the sysfs path."""
+        found = self._pci_functions()
+        if not found:
+            return None
+        return tuple((int(p[-4:-2], 16), int(p[-1], 16)) for p in found)
+
+    def _pci_functions(self) -> list[str]:
+        return [p for p in self.path.split("/") if re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", p)]
 
     @property
     def scsi_address(self) -> tuple[int, int, int, int] | None:
@@ -251,6 +270,23 @@ def _map_by_scsi_address(
     return Unmapped(disk.target, f"no <serial>; no guest disk at SCSI address {host}:{want[0]}:{want[1]}:{want[2]}")
 
 
+def _format_pci_path(path: tuple[tuple[int, int], ...]) -> str:
+    return " -> ".join(f"{slot:02x}.{function:x}" for slot, function in path)
+
+
+def _map_by_pci_path(disk: DiskLike, devices: Mapping[str, GuestBlockDevice]) -> GuestDisk | Unmapped:
+    want = disk.pci_path
+    assert want is not None
+    hits = [dev for dev in devices.values() if dev.virtio is not None and dev.pci_path == want]
+    shown = _format_pci_path(want)
+    if len(hits) == 1:
+        return _found(disk, hits[0], f"PCI address (slot.function {shown})")
+    if hits:
+        return Unmapped(disk.target, f"no <serial>; PCI slot.function {shown} matches {', '.join(d.name for d in hits)}")
+    seen = ", ".join(f"{d.name}={_format_pci_path(d.pci_path)}" for d in devices.values() if d.pci_path) or "none"
+    return Unmapped(disk.target, f"no <serial> and no guest virtio disk at PCI slot.function {shown} (guest: {seen})")
+
+
 def map_disks(
     devices: Mapping[str, GuestBlockDevice],
     disks: Iterable[DiskLike],
@@ -276,6 +312,8 @@ def map_disks(
                 continue
         if (disk.bus or "") == "scsi" and disk.address:
             result[disk.target] = _map_by_scsi_address(disk, devices, scsi_controllers)
+        elif (disk.bus or "") == "virtio" and getattr(disk, "pci_path", None):
+            result[disk.target] = _map_by_pci_path(disk, devices)
         else:
             result[disk.target] = Unmapped(
                 disk.target,

@@ -12,6 +12,7 @@ from lxml import etree
 from pytest_kvmio.model.cpuset import format_cpuset, parse_cpuset
 from pytest_kvmio.model.redact import redacted_text
 from pytest_kvmio.model.versions import Version
+from pytest_kvmio.model.vhost import VhostBackend
 
 #: io modes libvirt accepts; 'default' leaves the choice to QEMU (threads).
 VALID_IO_MODES = ("threads", "native", "io_uring", "default")
@@ -97,6 +98,8 @@ class Controller:
     iothread: int | None
     #: Explicit queue -> IOThread mapping (<driver><iothreads><iothread id><queue id/>): IOThread id -> queue ids.
     iothread_queues: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    #: The controller's own <address> attributes (a pcie-root-port's place on its parent bus).
+    address: dict[str, str] | None = None
 
     @property
     def is_virtio_scsi(self) -> bool:
@@ -137,6 +140,11 @@ class Disk:
     readonly: bool = False
     address: dict[str, str] | None = None
     image: ImageFacts | None = None
+    #: vhost-user: <source><reconnect enabled='yes|no' timeout='N'/> (None when the element is absent).
+    reconnect_enabled: bool | None = None
+    reconnect_timeout: int | None = None
+    #: vhost-user, live: the process serving the socket, read on the host (collect/facts.py).
+    backend: VhostBackend | None = None
 
     def __repr__(self) -> str:
         return f"Disk({self.id})"
@@ -179,6 +187,25 @@ class Disk:
     @property
     def is_virtio_blk(self) -> bool:
         return self.bus == "virtio"
+
+    @property
+    def is_vhost_user(self) -> bool:
+        """Return True for a vhost-user disk (a user-space backend such as SPDK serves its I/O over a socket)."""
+        return self.type == "vhostuser"
+
+    @property
+    def reconnects(self) -> bool:
+        """Return True when QEMU reconnects to the backend's socket after the backend restarts."""
+        return bool(self.reconnect_enabled) and (self.reconnect_timeout or 0) > 0
+
+    @property
+    def pci_path(self) -> tuple[tuple[int, int], ...] | None:
+        """Return (slot, function) of every PCI hop from the root bus to this disk, or None without a PCI address.
+
+        Bus numbers are left out: libvirt's bus number is its controller index, the guest's is what its firmware
+        enumerated; the slots and functions along the path are the same on both sides.
+        """
+        return _pci_path(self.address, self.domain.controllers)
 
     @property
     def iothreads(self) -> tuple[int, ...]:
@@ -251,6 +278,12 @@ class Disk:
             out["iothread_queues"] = {str(k): list(v) for k, v in self.iothread_queues.items()}
         if self.transient:
             out["transient"] = True
+        if self.is_vhost_user:
+            out["socket"] = self.source_path
+            out["reconnect"] = {"enabled": self.reconnect_enabled, "timeout": self.reconnect_timeout}
+            out["memory"] = self.domain.memory_facts()
+            if self.backend is not None:
+                out["backend"] = self.backend.facts()
         if self.image is not None:
             out["image"] = {
                 "format": self.image.format,
@@ -287,6 +320,11 @@ class Domain:
     controllers: list[Controller] = field(default_factory=list)
     disks: list[Disk] = field(default_factory=list)
     running: bool | None = None
+    #: <memoryBacking>: <access mode>, <source type>, <hugepages/>; NUMA cells' memAccess, in cell order.
+    memory_access: str | None = None
+    memory_source: str | None = None
+    hugepages: bool = False
+    numa_access: tuple[str | None, ...] = ()
     #: Set when several files define the same domain name: `name@file-stem`, so target ids stay unique.
     label: str | None = None
 
@@ -308,6 +346,24 @@ class Domain:
     def vcpu_cpus(self, vcpu: int) -> frozenset[int] | None:
         """Return the host CPUs vCPU `vcpu` may run on; None means any host CPU."""
         return self.vcpu_pins.get(vcpu, self.vcpu_cpuset)
+
+    def shared_memory(self) -> tuple[bool, str]:
+        """Return whether guest memory is shared with other processes (what vhost-user needs), and why, as libvirt
+        decides it: without NUMA cells <memoryBacking><access mode='shared'/>; with cells, every cell shared
+        (its own memAccess, else the domain's)."""
+        if not self.numa_access:
+            if self.memory_access == "shared":
+                return True, "<memoryBacking><access mode='shared'/>"
+            return False, f"<memoryBacking><access mode='{self.memory_access}'/>" if self.memory_access else "no <memoryBacking><access mode='shared'/>"
+        private = [i for i, a in enumerate(self.numa_access) if (a or self.memory_access) != "shared"]
+        if private:
+            return False, f"NUMA cell(s) {private} not shared (memAccess or <memoryBacking><access>)"
+        return True, "every NUMA cell has memAccess='shared'" if all(self.numa_access) else "NUMA cells shared"
+
+    def memory_facts(self) -> dict[str, Any]:
+        """Return the guest memory backing as plain values."""
+        return {"access": self.memory_access, "source": self.memory_source, "hugepages": self.hugepages,
+                "numa_access": list(self.numa_access)}
 
     def facts(self) -> dict[str, Any]:
         """Return the domain's CPU and IOThread layout as plain values."""
@@ -431,6 +487,13 @@ def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Dom
         cpus = _cpuset(pin.get("cpuset"), f"{where}: <iothreadpin iothread='{tid}'>")
         if tid is not None and cpus is not None:
             dom.iothread_pins[tid] = cpus
+    backing = root.find("memoryBacking")
+    if backing is not None:
+        access, msource = backing.find("access"), backing.find("source")
+        dom.memory_access = access.get("mode") if access is not None else None
+        dom.memory_source = msource.get("type") if msource is not None else None
+        dom.hugepages = backing.find("hugepages") is not None
+    dom.numa_access = tuple(cell.get("memAccess") for cell in root.findall("cpu/numa/cell"))
     emu = root.find("cputune/emulatorpin")
     if emu is not None:
         dom.emulator_pin = _cpuset(emu.get("cpuset"), f"{where}: <emulatorpin>")
@@ -445,10 +508,14 @@ def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Dom
                 queues=_int(drv, "queues", cwhere) if drv is not None else None,
                 iothread=_int(drv, "iothread", cwhere) if drv is not None else None,
                 iothread_queues=_iothread_queues(drv, cwhere),
+                address=_address(ctl),
             )
         )
     for el in root.findall("devices/disk"):
-        dom.disks.append(_parse_disk(dom, el, where))
+        disk = _parse_disk(dom, el, where)
+        if any(d.target == disk.target for d in dom.disks):
+            raise DomainXMLError(f"{where}: two <disk>s with <target dev='{disk.target}'>; libvirt refuses that, give each its own")
+        dom.disks.append(disk)
     return dom
 
 
@@ -470,7 +537,7 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
         serial=(el.findtext("serial") or "").strip() or None,
         readonly=el.find("readonly") is not None,
         transient=el.find("transient") is not None,
-        address={str(k): str(v) for k, v in addr.attrib.items()} if addr is not None else None,
+        address=_address(el),
     )
     if drv is not None:
         disk.driver_name = drv.get("name")
@@ -488,7 +555,43 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
         disk.source_protocol = src.get("protocol")
         disk.source_name = src.get("name")
         disk.source_path = src.get("path")  # vhost-user socket
+        reconnect = src.find("reconnect")
+        if reconnect is not None:
+            disk.reconnect_enabled = reconnect.get("enabled") == "yes"
+            disk.reconnect_timeout = _int(reconnect, "timeout", f"{dwhere}: <source><reconnect>")
     return disk
+
+
+def _address(el: etree._Element) -> dict[str, str] | None:
+    addr = el.find("address")
+    return {str(k): str(v) for k, v in addr.attrib.items()} if addr is not None else None
+
+
+def _pci_hop(address: dict[str, str] | None) -> tuple[int, int, int] | None:
+    """Return (bus, slot, function) of a PCI <address>, None for any other (or an unreadable) address."""
+    if not address or address.get("type") != "pci":
+        return None
+    try:
+        return tuple(int(address.get(k, "0"), 0) for k in ("bus", "slot", "function"))  # type: ignore[return-value]
+    except ValueError:
+        return None
+
+
+def _pci_path(address: dict[str, str] | None, controllers: list[Controller]) -> tuple[tuple[int, int], ...] | None:
+    hop = _pci_hop(address)
+    path: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    while hop is not None:
+        bus, slot, function = hop
+        path.insert(0, (slot, function))
+        if bus == 0:
+            return tuple(path)
+        if bus in seen:
+            return None
+        seen.add(bus)
+        parent = next((c for c in controllers if c.type == "pci" and c.index == bus), None)
+        hop = _pci_hop(parent.address) if parent is not None else None
+    return None
 
 
 def load_domain_files(paths: list[str]) -> list[Domain]:

@@ -39,6 +39,14 @@ from pytest_kvmio.perf.thresholds import (
 )
 from pytest_kvmio.settings import setting
 
+def backend_processes(disk: Any) -> dict[int, str]:
+    """Return the processes serving a vhost-user disk's socket (pid -> what it is), read with the host facts."""
+    backend = getattr(disk, "backend", None)
+    if not getattr(disk, "is_vhost_user", False) or backend is None:
+        return {}
+    return {p.pid: f"{p.describe()} (serves {backend.socket})" for p in backend.listeners}
+
+
 # --- the fixture's object --------------------------------------------------------------------
 
 class DiskFio:
@@ -144,7 +152,11 @@ class DiskFio:
         )
         result = self._new_result(profile)
         result.device = guest_disk.device
-        cpu: QemuCpu | None = QemuCpu(self.target.host.testinfra_host, self.disk.domain.name)
+        cpu: QemuCpu | None = QemuCpu(self.target.host.testinfra_host, self.disk.domain.name, backend_processes(self.disk))
+        if self.disk.is_vhost_user and not backend_processes(self.disk):
+            # Its I/O runs in a backend kvmio can't name: QEMU's CPU alone would make vhost-user look free.
+            result.notes.append(f"no host CPU cost: no process known to serve vhost-user socket {self.disk.source_path}")
+            cpu = None
         if self.scratch:
             result.prefill_seconds = runner.prefill()  # raises ScratchRefused before writing anything
         elif profile.rw not in ("write", "randwrite"):
@@ -172,6 +184,8 @@ class DiskFio:
                 cost = host_cpu_us_per_io(cpu.sample().minus(before).seconds, metrics, profile.ramp_time)
             result.runs.append(metrics)
             result.host_cpu.append(cost)
+            if cpu is not None and cost is not None:
+                result.host_cpu_counted = cpu.counted()
             result.run_seconds.append(out.seconds)
             for problem in out.report.problems():
                 result.notes.append(f"run {i}: {problem}")

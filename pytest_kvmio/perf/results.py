@@ -142,6 +142,8 @@ class PerfResult:
     prefill_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    #: The host processes whose CPU host_cpu counts (QEMU; for a vhost-user disk also its backend).
+    host_cpu_counted: list[str] = field(default_factory=list)
 
     def samples(self, metric: str) -> list[float | None]:
         """Return one value per run (None where fio could not measure it)."""
@@ -191,7 +193,8 @@ HOST_FIELDS = ("cpu_model", "kernel", "qemu", "libvirt")
 
 def fingerprint_of(facts: Any, disk: Any, storage_class: str | None) -> dict[str, Any]:
     """Return the environment a measurement ran on (the fields baselines compare)."""
-    model = "virtio-blk" if disk.is_virtio_blk else "virtio-scsi" if disk.is_virtio_scsi else disk.bus
+    model = ("vhost-user-blk" if getattr(disk, "is_vhost_user", False) else "virtio-blk" if disk.is_virtio_blk
+             else "virtio-scsi" if disk.is_virtio_scsi else disk.bus)
     return {
         "cpu_model": getattr(facts, "cpu_model", None),
         "kernel": _str(getattr(facts, "kernel", None)),

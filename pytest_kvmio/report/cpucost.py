@@ -1,4 +1,5 @@
-"""Host CPU cost per I/O compared across disks with different io modes (the io_uring vs native question)."""
+"""Host CPU cost per I/O compared across disks with different io modes (the io_uring vs native question, and
+vhost-user, whose cost includes its backend process: each row says which processes were counted)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def cpu_costs(verdicts: list[Verdict]) -> list[dict[str, Any]]:
             "profile": perf.get("profile"),
             "io_mode": perf.get("io_mode") or verdict.facts.get("effective_io") or "threads",
             "cpu_us_per_io": float(perf["median"]),
+            "counted": list(perf.get("counted") or []),
         })
     return sorted(rows, key=lambda r: (str(r["profile"]), r["cpu_us_per_io"]))
 
@@ -48,5 +50,6 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
         )
         lines.append(f"{profile}: host CPU µs per I/O by io mode: {summary}")
         for row in (r for r in rows if r["profile"] == profile):
-            lines.append(f"    {row['target']:<40} io={row['io_mode']:<9} {row['cpu_us_per_io']:>10,.0f} µs/IO")
+            counted = f"  ({', '.join(row['counted'])})" if row.get("counted") else ""
+            lines.append(f"    {row['target']:<40} io={row['io_mode']:<9} {row['cpu_us_per_io']:>10,.0f} µs/IO{counted}")
     return lines
