@@ -287,6 +287,7 @@ def test_an_experiment_runs_the_rounds_in_order_and_compares_every_metric() -> N
     first = doc["comparisons"][0]
     assert set(first) >= {"metric", "a_samples", "b_samples", "a_median", "b_median", "ratio", "ci_low", "ci_high",
                           "p_value", "verdict"}
+    assert doc["samples"]["b"]["iops"] == [2700.0, 2750.0, 2650.0, 2700.0]
     assert doc["seconds"]["fio_asked"] == 8 * (READ.runtime + READ.ramp_time)
     json.dumps(doc)
 

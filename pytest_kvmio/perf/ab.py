@@ -5,8 +5,8 @@ scratch disks, read profiles with --readonly) or `DOMAIN/DISK@host` (the same pr
 hypervisor against the disk's backing file or block device, read profiles only, --readonly). Every arm is
 checked before anything runs (`plan`); a bad one raises AbUsageError naming the input and what to fix.
 Each run records the profile's metrics and a host CPU cost per I/O: the QEMU process's (all threads,
-IOThreads included) for a guest arm, fio's own for a host arm — not the same quantity, so only guest arms
-are compared on it.
+IOThreads included; for a vhost-user disk also the backend process serving its socket) for a guest arm,
+fio's own for a host arm — not the same quantity, so only guest arms are compared on it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pytest_kvmio.collect.hostcpu import HostCpuError, QemuCpu
 from pytest_kvmio.collect.targets import HostTarget
 from pytest_kvmio.model.domain import Disk
 from pytest_kvmio.perf.abstats import DEFAULT_MARGIN, Comparison, balanced_order, compare
+from pytest_kvmio.perf.diskfio import backend_processes
 from pytest_kvmio.perf.fio import FioError, FioMetrics, parse_fio
 from pytest_kvmio.perf.results import HOST_CPU, host_cpu_us_per_io, metrics_of
 from pytest_kvmio.perf.runner import COMMAND_SLACK, FioRunError, GuestFio, ScratchRefused, is_scratch_serial
@@ -112,6 +113,8 @@ class Arm:
     runner: ArmRunner | None = None
     device: str | None = None  # the guest's block device (guest arms)
     notes: list[str] = field(default_factory=list)
+    #: The host processes whose CPU the arm's host CPU per I/O counts (QEMU; a vhost-user disk's backend too).
+    counted: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -124,7 +127,8 @@ class Arm:
     def facts(self) -> dict[str, Any]:
         """Return the arm and the configuration facts a change board compares (io, cache, bus, queues, ...)."""
         disk = self.disk
-        model = "virtio-blk" if disk.is_virtio_blk else "virtio-scsi" if disk.is_virtio_scsi else disk.bus
+        model = ("vhost-user-blk" if disk.is_vhost_user else "virtio-blk" if disk.is_virtio_blk
+                 else "virtio-scsi" if disk.is_virtio_scsi else disk.bus)
         out: dict[str, Any] = {
             "arm": self.label, "kind": self.kind, "target": disk.id, "io": disk.effective_io,
             "cache": disk.effective_cache, "bus": disk.bus, "device_model": model, "queues": disk.queues,
@@ -135,6 +139,8 @@ class Arm:
             out["guest_device"] = self.device
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.counted:
+            out["host_cpu_counted"] = list(self.counted)
         return out
 
 
@@ -209,7 +215,8 @@ class GuestArmRunner:
         self.guests = guests  # one guest Host and disk map per domain, shared by the arms
         self.progress = progress
         self.fio: GuestFio | None = None
-        self.cpu = QemuCpu(host.testinfra_host, arm.disk.domain.name)
+        # A vhost-user disk's I/O runs in the backend serving its socket: its CPU counts with QEMU's.
+        self.cpu = QemuCpu(host.testinfra_host, arm.disk.domain.name, backend_processes(arm.disk))
 
     def check(self) -> None:
         """Open the guest, find the disk by serial, and check a scratch disk's content (nothing written)."""
@@ -228,6 +235,11 @@ class GuestArmRunner:
             why = found.reason if found is not None else "not probed"
             raise AbUsageError(f"--{self.arm.name} {self.arm.label}: cannot find the disk in the guest: {why}")
         self.arm.device = found.device
+        if disk.is_vhost_user and not self.cpu.backends:
+            raise AbUsageError(
+                f"--{self.arm.name} {self.arm.label}: no process serves vhost-user socket {disk.source_path} on "
+                f"{self.host.name}, so its I/O cost can't be counted; start the backend (or read facts as root)"
+            )
         self.fio = GuestFio(
             guest, found.device, label=disk.id, serial=disk.serial, scratch_pattern=self.scratch_pattern,
             prefilled=self.prefilled, progress=self.progress,
@@ -260,6 +272,7 @@ class GuestArmRunner:
             before = self.cpu.sample()
             out = self.fio.run_once(profile)
             spent = self.cpu.sample().minus(before).seconds
+            self.arm.counted = self.cpu.counted()
             metrics = metrics_of(out.report, profile, target=self.arm.disk.id)
         except (FioRunError, GuestError, HostCpuError, FioError) as exc:
             raise AbRunError(f"{self.arm.label}: {exc}") from None
@@ -364,6 +377,7 @@ class AbResult:
             "margin": self.margin,
             "comparisons": [c.as_dict() for c in self.comparisons],
             "not_compared": dict(self.skipped),
+            "samples": {arm: dict(metrics) for arm, metrics in self.samples.items()},  # per run, in `order`
             "seconds": {"wall": round(self.wall_seconds, 3), "fio_asked": self.fio_seconds,
                         "prepare": round(self.prepare_seconds, 3)},
         }
