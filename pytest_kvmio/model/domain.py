@@ -443,13 +443,29 @@ def _complete_iothread_ids(listed: list[int], count: int) -> tuple[int, ...]:
     return tuple(ids)
 
 
+#: No DTD loaded, no entity expanded or fetched (XXE, "billion laughs"), no network, libxml2's size limits kept.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+ENTITY_DECLARATION = re.compile(rb"<!ENTITY", re.IGNORECASE)
+ENTITIES_REFUSED = (
+    "declares XML entities (<!ENTITY ...>), which kvmio neither expands nor fetches; "
+    "libvirt's domain XML has none: remove the DOCTYPE (virsh dumpxml NAME gives the real XML)"
+)
+
+
 def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Domain:
     """Parse one domain's XML; raise DomainXMLError naming `source` when it is not usable."""
+    data = xml.encode() if isinstance(xml, str) else xml
+    if not data.strip():
+        raise DomainXMLError(f"{source}: empty file; expected a libvirt <domain> (virsh dumpxml NAME)")
     try:
-        data = xml.encode() if isinstance(xml, str) else xml
-        root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+        root = etree.fromstring(data, parser=_PARSER)
     except etree.XMLSyntaxError as exc:
-        raise DomainXMLError(f"{source}: malformed XML: {exc}") from None
+        if ENTITY_DECLARATION.search(data):  # the parser stopped in the DTD (e.g. an entity expanding a billion times)
+            raise DomainXMLError(f"{source}: {ENTITIES_REFUSED}") from None
+        raise DomainXMLError(f"{source}: malformed XML: {getattr(exc, 'msg', None) or exc}") from None
+    dtd: Any = root.getroottree().docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        raise DomainXMLError(f"{source}: {ENTITIES_REFUSED}")
     if root.tag != "domain":
         raise DomainXMLError(f"{source}: root element is <{root.tag}>, expected <domain>")
     name = (root.findtext("name") or "").strip()

@@ -7,6 +7,7 @@ document (schema), say what was expected and what was found.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -15,39 +16,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from pytest_kvmio.model.yamlsafe import load_text
 from pytest_kvmio.perf.thresholds import ThresholdsError, renamed_metric
 
 # --- YAML and schema validation -------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys and keeps dates as strings."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, yaml.Node] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            continue  # let the constructor report an unhashable key
-        if key in seen:
-            first = seen[key].start_mark.line + 1
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first defined on line {first})", key_node.start_mark
-            )
-        seen[key] = key_node
-    return loader.construct_mapping(node, deep=deep)
-
-
-def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> str:
-    """Keep `at: 2024-05-02` a string, as the schema and the Baseline model expect."""
-    return str(loader.construct_scalar(node))
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 def load_yaml(path: Path | str, label: str | None = None) -> Any:
@@ -60,7 +32,7 @@ def load_yaml(path: Path | str, label: str | None = None) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ThresholdsError(f"{name}: cannot read: {exc}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        return load_text(text)  # safe tags only, duplicate keys refused, aliases bounded
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
@@ -79,10 +51,28 @@ def _schema(kind: str) -> dict[str, Any]:
 
 def validate(kind: str, document: Any, label: str) -> None:
     """Validate a document against schemas/<kind>.schema.json; raise ThresholdsError listing every problem."""
+    found = _non_finite(document)
+    if found is not None:  # YAML's .nan and .inf pass a schema's "number" and would make every comparison false
+        path, value = found
+        raise ThresholdsError(f"{label}: {format_path(path)}: expected a finite number, got {value}")
     validator = jsonschema.Draft202012Validator(_schema(kind))
     errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         raise ThresholdsError("\n".join(f"{label}: {_describe(e)}" for e in errors[:20]))
+
+
+def _non_finite(document: Any) -> tuple[list[Any], float] | None:
+    """Return the path and value of the first NaN or infinity in a document, or None."""
+    stack: list[tuple[list[Any], Any]] = [([], document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, value
+        if isinstance(value, dict):
+            stack.extend((path + [k], v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((path + [i], v) for i, v in reversed(list(enumerate(value))))
+    return None
 
 
 def format_path(parts: Iterable[Any]) -> str:

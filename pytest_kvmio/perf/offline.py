@@ -52,7 +52,7 @@ def offline_hosts(root: str, domain_globs: list[str] | None = None) -> list[Any]
             xml = dom_dir / "domain.xml"
             if xml.is_file():
                 try:
-                    dom = parse_domain(xml.read_text(encoding="utf-8"), source=str(xml), host=host_dir.name)
+                    dom = parse_domain(xml.read_bytes(), source=str(xml), host=host_dir.name)
                 except DomainXMLError as exc:
                     raise pytest.UsageError(f"--fio-results: {exc}") from None
                 dom.name = dom_dir.name

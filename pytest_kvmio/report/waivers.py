@@ -24,6 +24,7 @@ import pytest
 
 from pytest_kvmio.catalogue import rule_of
 from pytest_kvmio.collect.targets import item_target
+from pytest_kvmio.model.yamlsafe import load_text
 from pytest_kvmio.report.record import (
     REC_OUTCOME,
     REC_WAIVER,
@@ -98,7 +99,7 @@ def load_waivers(path: str | Path, source: str = "--waivers") -> list[Waiver]:
     except OSError as exc:
         raise pytest.UsageError(f"{label}: cannot read: {exc.strerror or exc}") from None
     try:
-        document = yaml.safe_load(text)
+        document = load_text(text)  # dates stay text: an impossible one is reported below, with its entry
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
