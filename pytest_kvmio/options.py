@@ -18,7 +18,7 @@ def add_options(parser: pytest.Parser) -> None:
         "testinfra spec; repeatable or comma-separated",
     )
     group.addoption(
-        "--libvirt-uri", dest="kvmio_libvirt_uri", default=None, metavar="URI",
+        "--libvirt-uri", dest="kvmio_libvirt_uri", default=None, metavar="URI", type=cli_type(settings.uri_template),
         help="libvirt URI or template with {host} {hostname} {user} {port} {keyfile} {query}; "
         "default qemu:///system for local, qemu+ssh://{host}/system{query} otherwise",
     )
@@ -60,7 +60,7 @@ def add_options(parser: pytest.Parser) -> None:
         help="override the unmeasured warm-up of every fio profile",
     )
     group.addoption(
-        "--kvmio-perf-results", dest="kvmio_perf_results", default=None, metavar="PATH",
+        "--kvmio-perf-results", dest="kvmio_perf_results", default=None, metavar="PATH", type=cli_type(settings.output_file),
         help="write the run's fio samples as perf results JSON (input of `kvmio baseline record --results`)",
     )
     group.addoption(
@@ -68,7 +68,7 @@ def add_options(parser: pytest.Parser) -> None:
         help="YAML file of accepted deviations (rule, target glob, justification, expiry)",
     )
     group.addoption(
-        "--kvmio-json", dest="kvmio_json", default=None, metavar="PATH",
+        "--kvmio-json", dest="kvmio_json", default=None, metavar="PATH", type=cli_type(settings.output_file),
         help="write the verdicts as a JSON document to PATH",
     )
     group.addoption(

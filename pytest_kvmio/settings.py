@@ -88,6 +88,31 @@ def text(value: str) -> str:
     return str(value)
 
 
+#: The fields a --libvirt-uri template may use (HostSpec.libvirt_uri fills them).
+URI_FIELDS = ("host", "hostname", "user", "port", "keyfile", "query", "name")
+
+
+def uri_template(value: str) -> str:
+    """Check a libvirt URI template: only known {fields}, balanced braces, no spaces or control characters."""
+    raw = str(value)
+    if not raw.isprintable() or " " in raw:
+        raise ValueError("spaces and control characters are not allowed in a libvirt URI")
+    try:
+        raw.format(**{name: "x" for name in URI_FIELDS})
+    except KeyError as exc:
+        raise ValueError(f"unknown field {{{exc.args[0]}}}; use {' '.join('{' + f + '}' for f in URI_FIELDS)}") from None
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"not a template ({exc}); write literal braces as {{{{ and }}}}") from None
+    return raw
+
+
+def output_file(value: str) -> str:
+    """Check a path kvmio will write: not a directory (its parent is created when missing)."""
+    if Path(value).is_dir():
+        raise ValueError(f"{value}: is a directory; pass a file path such as kvmio-out/verdicts.json")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its validator and where else than the command line it may come from."""
@@ -111,7 +136,7 @@ SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
         Setting("hosts", host_list, ini="args", ini_help="hypervisors to test when --host is not given"),
-        Setting("libvirt_uri", text, ini="string", ini_help="libvirt URI template (see --libvirt-uri)"),
+        Setting("libvirt_uri", uri_template, ini="string", ini_help="libvirt URI template (see --libvirt-uri)"),
         Setting("thresholds", text, ini="string", ini_help="thresholds directory (see --thresholds)"),
         Setting("waivers", existing_path),
         Setting("fio_repeat", whole_number(1), ini="string", ini_help="fio runs per profile (see --fio-repeat)"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import threading
 from dataclasses import dataclass
 from types import ModuleType
@@ -52,6 +54,23 @@ class HostSpec:
         )
 
 
+#: What a host name, an IP address (IPv6 without its brackets) or a user name may hold: these parts end up in
+#: ssh and libvirt command lines and URIs, so shell syntax, spaces and a leading '-' (an ssh option) are refused.
+_HOSTNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_USERNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_host_part(value: str, what: str, raw: str) -> str:
+    """Return `value` when it is a plain host or user name; raise ValueError naming `raw` otherwise."""
+    pattern, allowed = (
+        (_USERNAME, "letters, digits, '_', '.', '-'") if what == "user" else
+        (_HOSTNAME, "letters, digits, '_', '.', '-'; an IPv6 address in brackets")
+    )
+    if not pattern.fullmatch(value):
+        raise ValueError(f"{raw!r}: {value!r} is not a {what} name ({allowed}; not starting with '-')")
+    return value
+
+
 def parse_host_spec(raw: str) -> HostSpec:
     """Read `local`, `hv01`, `root@hv01:2222` or any testinfra spec (`ssh://...`, `paramiko://...`)."""
     text = raw.strip()
@@ -60,24 +79,40 @@ def parse_host_spec(raw: str) -> HostSpec:
     if text in ("local", "localhost", "local://"):
         return HostSpec(raw=raw, name="local", testinfra_spec="local://", is_local=True)
     spec = text if "://" in text else f"ssh://{text}"
-    parts = urlsplit(spec)
+    try:
+        parts = urlsplit(spec)
+        hostname = parts.hostname
+    except ValueError as exc:  # e.g. brackets around something that is not an IPv6 address
+        raise ValueError(f"{raw!r}: {exc}") from None
     if parts.scheme == "local":
         return HostSpec(raw=raw, name="local", testinfra_spec="local://", is_local=True)
-    if not parts.hostname:
+    if not hostname:
         raise ValueError(f"{raw!r} names no host; expected e.g. hv01, root@hv01:22 or ssh://hv01")
+    if not text.isprintable():
+        raise ValueError(f"{raw!r}: control characters (a newline, a tab) are not allowed in a host spec")
+    host_text = parts.netloc.rpartition("@")[2]
+    if host_text.startswith("[") and "]" in host_text:  # IPv6
+        try:
+            ipaddress.IPv6Address(host_text[1:host_text.index("]")].split("%")[0])
+        except ValueError:
+            raise ValueError(f"{raw!r}: {host_text!r} is not an IPv6 address") from None
+    else:
+        check_host_part(host_text.split(":")[0], "host", raw)
+    if parts.username is not None:
+        check_host_part(parts.username, "user", raw)
     query = parse_qs(parts.query)
     keyfile = query.get("ssh_identity_file", [None])[0]
     try:
         port = parts.port
     except ValueError:
         raise ValueError(f"{raw!r}: port is not a number") from None
-    name = parts.hostname if port in (None, 22) else f"{parts.hostname}:{port}"
+    name = hostname if port in (None, 22) else f"{hostname}:{port}"
     return HostSpec(
         raw=raw,
         name=name,
         testinfra_spec=spec,
         is_local=False,
-        hostname=parts.hostname,
+        hostname=hostname,
         user=parts.username,
         port=port,
         keyfile=keyfile,
@@ -193,6 +228,14 @@ def ansible_host_specs(pattern: str, inventory: str | None) -> list[HostSpec]:
         query = f"?ansible_inventory={inventory}" if inventory else ""
         local = hostvars.get("ansible_connection") == "local"
         port = hostvars.get("ansible_port")
+        where = f"inventory {inventory or '(ansible default)'}: host {name!r}"
+        check_host_part(name, "host", where)
+        if not local:
+            check_host_part(str(hostvars.get("ansible_host") or name), "host", f"{where}: ansible_host")
+            if hostvars.get("ansible_user"):
+                check_host_part(str(hostvars["ansible_user"]), "user", f"{where}: ansible_user")
+            if port and not str(port).isdigit():
+                raise ValueError(f"{where}: ansible_port {port!r} is not a port number")
         specs.append(
             HostSpec(
                 raw=f"ansible://{name}",
