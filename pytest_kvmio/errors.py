@@ -13,3 +13,7 @@ class CouldNotJudge(Exception):
 
 class CommandError(Exception):
     """A failure of a `kvmio` command the user can act on; printed without a traceback, exit code 1."""
+
+
+class InputError(CommandError):
+    """An input given to a `kvmio` command (a file, a value) is unusable: `ERROR: ...`, exit code 4, as pytest's usage errors."""

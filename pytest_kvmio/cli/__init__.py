@@ -5,20 +5,32 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pytest_kvmio import __version__
 from pytest_kvmio.cli import ab as ab_cli
 from pytest_kvmio.cli import baseline as baseline_cli
 from pytest_kvmio.cli import fio as fio_cli
 from pytest_kvmio.cli import rules as rules_cli
-from pytest_kvmio.errors import CommandError
+from pytest_kvmio.errors import CommandError, InputError
 
 __all__ = ["CommandError", "build_parser", "main"]
+
+#: pytest's exit code for usage errors; kvmio's commands use it for bad inputs too, so pipelines see one meaning.
+USAGE_ERROR = 4
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors print `ERROR: ...` and exit 4, as pytest's do (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"ERROR: {self.prog}: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of every `kvmio` subcommand."""
-    parser = argparse.ArgumentParser(prog="kvmio", description=__doc__)
+    parser = _Parser(prog="kvmio", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kvmio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -39,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"ERROR: kvmio {args.command}: {exc}", file=sys.stderr)
+        return USAGE_ERROR
     except CommandError as exc:
         print(f"kvmio {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from pytest_kvmio.errors import CommandError
+from pytest_kvmio.errors import CommandError, InputError
 from pytest_kvmio.perf.decide import fingerprint_diff, session_noise
 from pytest_kvmio.perf.documents import load_yaml, validate
 from pytest_kvmio.perf.loading import load_thresholds
@@ -137,22 +137,34 @@ def run_record(args: argparse.Namespace) -> int:
     return 0
 
 
+class _NotANumber(ValueError):
+    """NaN or Infinity in a results file: Python's JSON reader accepts them, JSON does not."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotANumber(name)
+
+
 def _read_results(path: Path) -> dict[str, Any]:
     label = str(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CommandError(f"--results {label}: file not found; pass the JSON the perf suite wrote") from None
+        raise InputError(f"--results {label}: file not found; pass the JSON the perf suite wrote") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"--results {label}: cannot read: {exc}") from None
+        raise InputError(f"--results {label}: cannot read: {exc}") from None
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=_refuse_constant)
+    except _NotANumber as exc:
+        raise InputError(
+            f"--results {label}: {exc} is not a number; the perf suite writes null where fio measured nothing"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise CommandError(f"--results {label}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+        raise InputError(f"--results {label}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
     try:
         validate("perf-results", document, f"--results {label}")
     except ThresholdsError as exc:
-        raise CommandError(str(exc)) from None
+        raise InputError(str(exc)) from None
     result: dict[str, Any] = document
     return result
 
@@ -168,7 +180,7 @@ def _read_existing(path: Path) -> tuple[str, dict[str, Any]]:
             document = {"version": 1, "baselines": []}
         validate("baselines", document, label)
     except ThresholdsError as exc:
-        raise CommandError(f"{exc}\n(fix or move the existing file; nothing was written)") from None
+        raise InputError(f"{exc}\n(fix or move the existing file; nothing was written)") from None
     header_lines: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#") or (header_lines and not line.strip()):
@@ -203,7 +215,7 @@ def record(
         try:
             thresholds = load_thresholds(thresholds_dir)
         except ThresholdsError as exc:
-            raise CommandError(f"--thresholds: {exc}") from None
+            raise InputError(f"--thresholds: {exc}") from None
     header, existing = _read_existing(out)
     old_entries: dict[tuple[str, str], dict[str, Any]] = {
         (e["target"], e["profile"]): e for e in existing["baselines"]

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from pytest_kvmio.errors import CommandError
+from pytest_kvmio.errors import InputError
 from pytest_kvmio.perf.fio import (
     FioError,
     FioMetrics,
@@ -49,7 +49,7 @@ def run_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         reports = [read_fio(path) for path in args.files]
     except FioError as exc:
-        raise CommandError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
     if args.json:
         json.dump([report_dict(r) for r in reports], out, indent=2, ensure_ascii=False)
         out.write("\n")
