@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_kvmio.absuite import parse_spec
 from pytest_kvmio.collect.facts import HostFacts
 from pytest_kvmio.collect.targets import HostTarget
 from pytest_kvmio.model.domain import parse_domain
@@ -30,7 +31,7 @@ from pytest_kvmio.perf.abstats import balanced_order, compare, more_rounds, verd
 from pytest_kvmio.perf.fio import FioMetrics
 from pytest_kvmio.perf.thresholds import Profile
 from pytest_kvmio.report import abreport
-from tests.conftest import kvmio
+from tests.conftest import SUITES, kvmio, write_domain
 
 READ = Profile("randread-4k", "", "randread", "4k", 32, 4, runtime=3, ramp_time=1, write=False)
 WRITE = Profile("randwrite-4k", "", "randwrite", "4k", 32, 1, runtime=3, ramp_time=1, write=True)
@@ -362,3 +363,34 @@ def test_usage_errors_exit_4_naming_the_option(args, message) -> None:
     assert done.returncode == 4, done.stderr
     assert re.search(f"^ERROR: kvmio ab: {message}", done.stderr), done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+# --- rule ab-expect through pytest (no lab: offline targets and option errors) ------------------------
+
+
+def test_rule_ab_expect_makes_no_item_without_an_experiment_or_a_host(pytester: pytest.Pytester, xml_dir) -> None:
+    write_domain(xml_dir, "vm01", {"vdb": ""})
+    pytester.makepyfile(test_ab_suite=(SUITES / "test_ab.py").read_text())
+    for extra in ([], ["--kvmio-ab=a=vm01/vdb,b=vm01/vdb,profile=randread-4k-qd1"]):
+        result = pytester.runpytest("--domain-xml", str(xml_dir), *extra)
+        result.assert_outcomes()
+        result.stdout.fnmatch_lines(["*ab-expect*1*"])  # counted as not applicable
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("--kvmio-ab=a=vm1/vdb,profile=p", "*--kvmio-ab: 'a=vm1/vdb,profile=p': missing b*"),
+    ("--kvmio-ab=a=vm1/vdb,b=vm1,profile=p", "*--kvmio-ab: *b: 'vm1' is not an arm*"),
+    ("--kvmio-ab=a=vm1/vdb,b=vm1/vdc,profile=p,rounds=0", "*rounds=0: expected a whole number of at least 1*"),
+    ("--kvmio-ab=a=vm1/vdb,b=vm1/vdc,profile=p,metric=speed", "*metric=speed: speed: no known direction*"),
+    ("--kvmio-ab-expect=faster", "*--kvmio-ab-expect: 'faster': expected one of better, not-worse*"),
+])
+def test_a_bad_experiment_option_is_a_usage_error(pytester: pytest.Pytester, option: str, message: str) -> None:
+    result = pytester.runpytest(option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_the_spec_reads_every_key() -> None:
+    spec = parse_spec("a=vm1/vdb@host,b=vm1/vdb,profile=randread-4k-qd1,rounds=8,margin=10%,metric=clat_p99_us")
+    assert (spec.a.kind, spec.b.kind, spec.rounds, spec.margin, spec.metric) == ("host", "guest", 8, 0.1, "clat_p99_us")
+    assert str(spec) == "a=vm1/vdb@host,b=vm1/vdb,profile=randread-4k-qd1,rounds=8,margin=0.1,metric=clat_p99_us"
