@@ -33,12 +33,21 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
         "kvmio-lab-pinning/sda": ["disk-iothread-assigned", "disk-multiqueue"],
     },
     "kvmio-lab-overlap": {"kvmio-lab-overlap": ["domain-iothread-pinned"], "kvmio-lab-overlap/vdb": []},
+    "kvmio-lab-ab": {"kvmio-lab-ab": [], "kvmio-lab-ab/vdb": [], "kvmio-lab-ab/vdc": []},
+    "kvmio-lab-vhost": {
+        "kvmio-lab-vhost": [], "kvmio-lab-vhost/vdb": [], "kvmio-lab-vhost/vdc": [],
+        "kvmio-lab-vhost/vdd": ["disk-vhost-reconnect"],
+    },
     "kvmio-lab-offline-uring": {
         "kvmio-lab-offline-uring": [], "kvmio-lab-offline-uring/vdb": ["disk-io-mode-valid"],
     },
     "kvmio-lab-offline-native-writeback": {
         "kvmio-lab-offline-native-writeback": [],
         "kvmio-lab-offline-native-writeback/vdb": ["disk-direct-io-for-async"],
+    },
+    "kvmio-lab-offline-vhost-private-memory": {
+        "kvmio-lab-offline-vhost-private-memory": [],
+        "kvmio-lab-offline-vhost-private-memory/vdb": ["disk-vhost-shared-memory"],
     },
 }
 EXPECTED_GUEST: dict[str, dict[str, list[str]]] = {
@@ -54,10 +63,13 @@ EXPECTED_GUEST: dict[str, dict[str, list[str]]] = {
         "kvmio-lab-pinning/sda": ["guest-irq-spread"],
     },
     "kvmio-lab-overlap": {},
+    "kvmio-lab-ab": {"kvmio-lab-ab/vdb": [], "kvmio-lab-ab/vdc": []},
+    "kvmio-lab-vhost": {"kvmio-lab-vhost/vdb": [], "kvmio-lab-vhost/vdc": [], "kvmio-lab-vhost/vdd": []},
 }
 LAB_RULES = {
     "disk-io-mode-valid", "disk-direct-io-for-async", "disk-native-not-sparse", "disk-iothread-assigned",
     "domain-iothread-pinned", "disk-multiqueue", "disk-discard-unmap", "disk-cache-safe",
+    "disk-vhost-shared-memory", "disk-vhost-reconnect",
 }
 GUEST_RULES = {"guest-scheduler-none", "guest-queues-active", "guest-irq-spread"}
 
@@ -77,13 +89,15 @@ def test_every_exercisable_rule_fails_somewhere_and_the_good_domain_passes_all()
     assert all(not rules for rules in EXPECTED["kvmio-lab-good"].values())
 
 
-def test_at_most_four_domains_run_at_once() -> None:
-    assert sum(d.running for d in topology.DOMAINS) <= 4
+def test_at_most_five_domains_run_at_once() -> None:
+    # Idle TCG guests cost little CPU; five (768 MiB each) boot within AGENT_TIMEOUT on 2 cores.
+    assert sum(d.running for d in topology.DOMAINS) <= 5
 
 
 def test_serials_fit_virtio_blk_and_are_unique_per_domain() -> None:
     for dom in topology.DOMAINS + topology.OFFLINE:
-        serials = [d.serial for d in dom.disks]
+        assert all(d.serial is None for d in dom.disks if d.vhost)  # libvirt refuses <serial> on vhost-user disks
+        serials = [d.serial for d in dom.disks if d.serial is not None]
         assert len(set(serials)) == len(serials), dom.name
         assert all(len(s) <= topology.SERIAL_MAX for s in serials), serials
 
@@ -292,3 +306,45 @@ def test_guest_build_inputs_cover_the_ssh_server() -> None:
     a = guest.GuestInputs(**base, ssh_packages=("dropbear-bin=1",))  # type: ignore[arg-type]
     b = guest.GuestInputs(**base, ssh_packages=("dropbear-bin=2",))  # type: ignore[arg-type]
     assert a.key != b.key  # a new dropbear rebuilds the cached guest
+
+
+def test_the_vhost_domain_shares_memory_and_serves_its_vhost_user_disks_from_the_lab_backends(tmp_path: Path) -> None:
+    from pytest_kvmio.lab import vhost
+    from pytest_kvmio.lab.paths import LabPaths
+
+    paths = LabPaths(tmp_path)
+    spec = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-vhost")
+    root = etree.fromstring(xmlgen.render(spec, BOOT, paths.images, paths.console_log(spec.name)).encode())
+    assert root.find("memoryBacking/source").get("type") == "memfd"  # type: ignore[union-attr]
+    assert root.find("memoryBacking/access").get("mode") == "shared"  # type: ignore[union-attr]
+    disks = {d.find("target").get("dev"): d for d in root.findall("devices/disk")}  # type: ignore[union-attr]
+    assert [disks[t].get("type") for t in ("vdb", "vdc", "vdd")] == ["file", "vhostuser", "vhostuser"]
+    backends = {b.disk.target: b for b in vhost.backends(paths)}
+    assert set(backends) == {"vdc", "vdd"}
+    for target, backend in backends.items():
+        disk = disks[target]
+        assert disk.find("serial") is None and disk.find("driver").get("queues") == "2"  # type: ignore[union-attr]
+        assert disk.find("source").get("path") == str(backend.socket)  # type: ignore[union-attr]
+        assert backend.socket.parent == paths.vhost
+        export = [a for a in backend.argv() if a.startswith("type=vhost-user-blk")][0]
+        assert f"addr.path={backend.socket}" in export and "num-queues=2" in export
+        assert f"filename={paths.images / backend.disk.image.filename}" in " ".join(backend.argv())
+    assert disks["vdc"].find("source/reconnect").get("timeout") == "10"  # type: ignore[union-attr]
+    assert disks["vdd"].find("source/reconnect") is None  # seeded: a backend restart leaves it dead
+    # The ordinary virtio-blk disk and the vhost-user disk sit on the same storage, laid out alike.
+    vdb = next(d for d in spec.disks if d.target == "vdb")
+    assert (vdb.image.fmt, vdb.image.alloc, vdb.image.size_mib) == (backends["vdc"].disk.image.fmt,
+                                                                    backends["vdc"].disk.image.alloc,
+                                                                    backends["vdc"].disk.image.size_mib)
+    assert "kvmio.disks=3" in xmlgen.cmdline(spec)
+
+
+def test_the_manifest_lists_the_vhost_backends(tmp_path: Path) -> None:
+    from pytest_kvmio.lab import vhost
+    from pytest_kvmio.lab.paths import LabPaths
+
+    entries = vhost.manifest_entries(LabPaths(tmp_path))
+    doc = manifest.build(topology.DOMAINS, {}, {}, 2, {}, "tcg", "qemu:///system", vhost=entries)
+    assert set(doc["vhost"]) == {"kvmio-lab-vhost/vdc", "kvmio-lab-vhost/vdd"}
+    assert doc["vhost"]["kvmio-lab-vhost/vdc"]["reconnect"] == 10 and doc["vhost"]["kvmio-lab-vhost/vdd"]["reconnect"] is None
+    assert doc["vhost"]["kvmio-lab-vhost/vdc"]["program"] == "qemu-storage-daemon"

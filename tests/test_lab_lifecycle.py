@@ -3,6 +3,7 @@ step says which and what to do. Restores the lab at the end, for the lab tests t
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -29,7 +30,7 @@ def _lab_domains() -> dict[str, str]:
 
 
 def _lab_processes(state_dir: str) -> list[str]:
-    """Return command lines of processes that belong to the lab (its guests and its sshd)."""
+    """Return command lines of processes that belong to the lab (its guests, its sshd, its vhost-user backends)."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -38,7 +39,7 @@ def _lab_processes(state_dir: str) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "guest=kvmio-lab-" in cmdline or f"{state_dir}/ssh/sshd_config" in cmdline:
+        if "guest=kvmio-lab-" in cmdline or f"{state_dir}/ssh/sshd_config" in cmdline or f"{state_dir}/vhost/" in cmdline:
             found.append(f"{proc.name}: {cmdline[:150]}")
     return found
 
@@ -57,6 +58,11 @@ def test_lab_up_twice_changes_nothing(lab: dict[str, Any]) -> None:
     assert again.returncode == 0, again.stderr
     progress = again.stdout + again.stderr
     assert "0 (re)defined" in progress and "all guests already answering" in progress, progress
+    assert "0 qemu-storage-daemon started" in progress, progress  # the vhost-user backends keep running
+    backends = {b["target"]: b["pid"] for b in lab["status"]["vhost"]}
+    assert backends and all(backends.values()), backends
+    status = json.loads(kvmio("lab", "status", "--json").stdout)
+    assert {b["target"]: b["pid"] for b in status["status"]["vhost"]} == backends
     assert _lab_domains() == before  # same domains, same UUIDs
     after_ids = {n: subprocess.run(["virsh", "-c", URI, "domid", n], capture_output=True, text=True).stdout.strip()
                  for n in before}
@@ -72,7 +78,8 @@ def test_lab_down_leaves_nothing_and_a_failed_step_says_which(lab: dict[str, Any
         down = kvmio("lab", "down", timeout=300)
         assert down.returncode == 0, down.stderr
         assert _lab_domains() == {}
-        assert _lab_processes(state_dir) == []
+        assert _lab_processes(state_dir) == []  # no guest, sshd or qemu-storage-daemon left
+        assert not Path(state_dir, "vhost").exists()  # no socket left
         assert [str(p) for p in images if p.exists()] == []
         authorized = Path("/root/.ssh/authorized_keys")
         assert client_pub not in (authorized.read_text() if authorized.exists() else "")

@@ -217,7 +217,8 @@ def test_offline_lint_fails_private_memory_and_a_socket_without_reconnect(pytest
     (pytester.path / "private.xml").write_text(domain_xml(backing="").replace("spdk01", "private"))
     (pytester.path / "noreconnect.xml").write_text(domain_xml(reconnect="").replace("spdk01", "noreconnect"))
     out = pytester.path / "v.json"
-    pytester.runpytest(str(SUITES), "--domain-xml", str(pytester.path), "--kvmio-json", str(out), "-p", "no:cacheprovider")
+    pytester.runpytest_subprocess(str(SUITES), "--domain-xml", str(pytester.path), "--kvmio-json", str(out),
+                                  "-p", "no:cacheprovider")
     verdicts = verdicts_of(out)
     outcome = {k: v["outcome"] for k, v in verdicts.items() if k[0].startswith("disk-vhost")}
     assert outcome == {

@@ -1,4 +1,4 @@
-"""Create the lab's disk images (raw preallocated/sparse, qcow2 thin/full), only when missing."""
+"""Create the lab's disk images (raw preallocated/sparse/full, qcow2 thin/full), only when missing."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def create(spec: ImageSpec, path: Path) -> None:
         run(["truncate", "-s", size, path], timeout=30)
     elif spec.fmt == "qcow2" and spec.alloc == "thin":
         run(["qemu-img", "create", "-q", "-f", "qcow2", path, size], timeout=60)
+    elif spec.fmt == "raw" and spec.alloc == "full":
+        run(["qemu-img", "create", "-q", "-f", "raw", "-o", "preallocation=full", path, size], timeout=300)
     elif spec.fmt == "qcow2" and spec.alloc == "full":
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=full", path, size], timeout=300)
     else:

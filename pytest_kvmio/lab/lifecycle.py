@@ -24,6 +24,7 @@ from pytest_kvmio.lab import (
     preflight,
     sshd,
     topology,
+    vhost,
     xmlgen,
 )
 from pytest_kvmio.lab.paths import (
@@ -200,6 +201,18 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
         new, kept = images.ensure(topology.images(), paths.images)
         created.extend(new)
         info.note = f"{len(new)} created, {len(kept)} kept"
+    backends_started: list[str] = []
+
+    def stop_started_backends() -> None:
+        if backends_started:
+            vhost.stop_all(paths)
+
+    # Before boot: QEMU connects to a vhost-user disk's socket when the domain starts.
+    with progress.step("vhost", cleanup=stop_started_backends) as info:
+        started_backends, kept_backends = vhost.ensure(paths)
+        backends_started.extend(started_backends)
+        info.note = (f"{len(started_backends)} qemu-storage-daemon started, {len(kept_backends)} already running"
+                     if started_backends or kept_backends else "no vhost-user disks")
     changed: list[str] = []
     with progress.step("define", cleanup=lambda: _undefine_changed(conn, changed)) as info:
         xml_paths, redefined = _define(conn, paths, boot, guest_ports)
@@ -239,7 +252,8 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
         info.note = ", ".join(f"{name} on 127.0.0.1:{p}" for name, p in guest_ssh["ports"].items())
     with progress.step("manifest") as info:
         doc = manifest.build(topology.DOMAINS, offline, xml_paths, _host_cpus(), ssh,
-                             accel.accel_name(domain_type), LIBVIRT_URI, guest_ssh=guest_ssh)
+                             accel.accel_name(domain_type), LIBVIRT_URI, guest_ssh=guest_ssh,
+                             vhost=vhost.manifest_entries(paths))
         tmp = paths.manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(paths.manifest)
@@ -271,11 +285,15 @@ def _down(args: Any, paths: LabPaths, progress: Progress) -> int:
             info.note = "libvirtd is not running: any kvmio-lab-* domains stay defined; start it and run down again"
         else:
             info.note = f"removed {', '.join(removed)}" if removed else "none defined"
+    with progress.step("vhost") as info:
+        # After the domains: no QEMU is connected any more when the backends stop.
+        stopped = vhost.stop_all(paths)
+        info.note = f"stopped qemu-storage-daemon pid {', '.join(map(str, stopped))}" if stopped else "none running"
     with progress.step("sshd") as info:
         info.note = "stopped, key removed from authorized_keys" if sshd.stop(paths) else "not running"
     with progress.step("files") as info:
         gone = []
-        for d in (paths.images, paths.xml, paths.offline, paths.logs, paths.ssh):
+        for d in (paths.images, paths.xml, paths.offline, paths.logs, paths.ssh, paths.vhost):
             if d.exists():
                 _rmtree(d)
                 gone.append(d.name)
@@ -320,6 +338,7 @@ def collect_status(paths: LabPaths) -> dict[str, Any]:
                     "console_log": str(paths.console_log(dom.name())),
                     "images": [str(paths.images / d.image.filename) for d in spec.disks] if spec else [],
                 }
+    live["vhost"] = vhost.status(paths)
     files = sshd.SshFiles(paths)
     live["sshd_pid"] = sshd.running_pid(files)
     live["images"] = sorted(str(p) for p in paths.images.glob("*")) if paths.images.exists() else []
@@ -344,6 +363,10 @@ def status(args: Any) -> int:
         print(f"  {name:28} {info['state']:9} {agent}")
         for image in info["images"]:
             print(f"      {image}")
+    for backend in live["vhost"]:
+        pid = f"pid {backend['pid']}" if backend["pid"] else "NOT RUNNING"
+        print(f"vhost:     {backend['target']:28} qemu-storage-daemon {pid}  {backend['socket']} "
+              f"(owner {backend['owner'] or '-'}, {backend['queues']} queues)")
     if doc.get("ssh"):
         pid = live["sshd_pid"]
         print(f"sshd:      {'pid ' + str(pid) if pid else 'NOT RUNNING'}")

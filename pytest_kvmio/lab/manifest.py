@@ -61,8 +61,25 @@ def parse_cpuset(spec: str) -> set[int]:
     return cpus - excluded
 
 
+def vhost_failures(dom: DomainSpec, disk: DiskSpec) -> list[str]:
+    """Return the rules a vhost-user disk is expected to fail; the block-layer rules make no item for it."""
+    failed: list[str] = []
+    if not dom.shared_memory:
+        failed.append("disk-vhost-shared-memory")
+    if disk.reconnect is None:
+        failed.append("disk-vhost-reconnect")
+    if configured_queues(dom, disk) != dom.vcpus:
+        failed.append("disk-multiqueue")
+    live = dom.offline_file is None  # the backend rules are judged on a live host only
+    if live and disk.backend_queues is not None and configured_queues(dom, disk) > disk.backend_queues:
+        failed.append("disk-vhost-backend-queues")
+    return failed
+
+
 def disk_failures(dom: DomainSpec, disk: DiskSpec) -> list[str]:
     """Return the disk rules this disk is expected to fail (host supports io_uring)."""
+    if disk.vhost:
+        return vhost_failures(dom, disk)
     failed: list[str] = []
     if disk.io is not None and disk.io not in VALID_IO:
         failed.append("disk-io-mode-valid")
@@ -143,6 +160,7 @@ def build(
     accel: str,
     libvirt_uri: str,
     guest_ssh: dict[str, Any] | None = None,
+    vhost: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Return the manifest document (see README-lab.md for the format)."""
     return {
@@ -166,6 +184,7 @@ def build(
         },
         "ssh": ssh,
         "guest_ssh": guest_ssh,
+        "vhost": vhost or {},
         "libvirt_uri": libvirt_uri,
         "accel": accel,
     }

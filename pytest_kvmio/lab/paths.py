@@ -51,6 +51,11 @@ class LabPaths:
         return self.root / "offline"
 
     @property
+    def vhost(self) -> Path:
+        """The vhost-user backends' sockets and pid files."""
+        return self.root / "vhost"
+
+    @property
     def ssh(self) -> Path:
         return self.root / "ssh"
 

@@ -22,7 +22,9 @@ class ImageSpec:
 
     name: str
     fmt: str  # raw | qcow2
-    alloc: str  # prealloc (raw, fallocate) | sparse (raw, truncate) | thin (qcow2) | full (qcow2 preallocation=full)
+    # prealloc (raw, fallocate) | sparse (raw, truncate) | thin (qcow2) | full (preallocation=full: written, so
+    # reads reach the medium)
+    alloc: str
     size_mib: int = IMAGE_MIB
 
     @property
@@ -49,7 +51,7 @@ class DiskSpec:
 
     target: str
     image: ImageSpec
-    serial: str
+    serial: str | None  # None: no <serial> (libvirt refuses one on a vhost-user disk)
     bus: str = "virtio"  # virtio | scsi
     cache: str | None = None
     io: str | None = None
@@ -57,6 +59,10 @@ class DiskSpec:
     iothread: int | None = None
     queues: int | None = None
     guest_scheduler: str = "none"  # what the guest init leaves (kvmio.sched= knob when not none)
+    # A vhost-user-blk disk served by a qemu-storage-daemon the lab runs (lab/vhost.py) from `image`:
+    vhost: bool = False
+    reconnect: int | None = None  # <reconnect enabled='yes' timeout=N/> on its socket; None: no <reconnect>
+    backend_queues: int | None = None  # the daemon's num-queues
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class DomainSpec:
     # True: a user-mode NIC (restrict=on: no traffic out of QEMU) whose only way in is a host port
     # forward on 127.0.0.1 to the guest's dropbear on :22, for the SSH guest transport
     ssh: bool = False
+    # True: <memoryBacking><source type='memfd'/><access mode='shared'/>, which vhost-user disks need
+    shared_memory: bool = False
 
     def controller_of(self, disk: DiskSpec) -> ScsiController | None:
         return self.scsi if disk.bus == "scsi" else None
@@ -99,6 +107,10 @@ PINNING_SCSI = _img("pinning-scsi", "raw", "sparse")
 OVERLAP_DATA = _img("overlap-data", "raw", "sparse")
 AB_NATIVE = _img("ab-native", "raw", "prealloc")
 AB_URING = _img("ab-uring", "raw", "prealloc")
+# The vhost-user study: the same kind of image behind an ordinary virtio-blk disk and a vhost-user-blk disk.
+VHOST_VIRTIO = _img("vhost-virtio", "raw", "full")
+VHOST_USER = _img("vhost-user", "raw", "full")
+VHOST_NORECONNECT = _img("vhost-noreconnect", "raw", "prealloc")
 
 
 
@@ -106,6 +118,11 @@ def _compliant(target: str, image: ImageSpec, serial: str) -> DiskSpec:
     """Return the recommended virtio-blk disk: io_uring, cache none, discard, iothread 1, queues = vCPUs."""
     return DiskSpec(target, image, serial, cache="none", io="io_uring", discard="unmap", iothread=1,
                     queues=VCPUS)
+
+
+def _vhost_user(target: str, image: ImageSpec, reconnect: int | None = 10) -> DiskSpec:
+    """Return a vhost-user-blk disk: no serial (libvirt refuses it), queues = vCPUs = what its backend offers."""
+    return DiskSpec(target, image, None, vhost=True, reconnect=reconnect, queues=VCPUS, backend_queues=VCPUS)
 
 
 DOMAINS: tuple[DomainSpec, ...] = (
@@ -181,6 +198,21 @@ DOMAINS: tuple[DomainSpec, ...] = (
                      discard="unmap", iothread=1, queues=VCPUS),
         ),
     ),
+    DomainSpec(
+        name="kvmio-lab-vhost",
+        purpose="vhost-user (the SPDK path, served by qemu-storage-daemon): memfd shared memory; vdb an ordinary "
+        "virtio-blk disk and vdc a vhost-user-blk disk (reconnect, 2 queues) on the same host storage, for kvmio ab; "
+        "vdd a vhost-user-blk disk without <reconnect>",
+        shared_memory=True,
+        vcpupin={0: "0", 1: "0"},
+        iothreads=1,
+        iothreadpin={1: "1"},
+        disks=(
+            _compliant("vdb", VHOST_VIRTIO, "kvmio-vhost-virtio"),
+            _vhost_user("vdc", VHOST_USER),
+            _vhost_user("vdd", VHOST_NORECONNECT, reconnect=None),
+        ),
+    ),
 )
 
 OFFLINE: tuple[DomainSpec, ...] = (
@@ -205,6 +237,16 @@ OFFLINE: tuple[DomainSpec, ...] = (
         iothreadpin={1: "1"},
         disks=(DiskSpec("vdb", GOOD_DATA, "kvmio-offline-native", cache="writeback", io="native",
                         discard="unmap", iothread=1, queues=VCPUS),),
+    ),
+    DomainSpec(
+        name="kvmio-lab-offline-vhost-private-memory",
+        purpose="a vhost-user disk in a domain whose memory is private (libvirt refuses it at define time)",
+        running=False,
+        offline_file="kvmio-lab-offline-vhost-private-memory.xml",
+        vcpupin={0: "0", 1: "0"},
+        iothreads=1,
+        iothreadpin={1: "1"},
+        disks=(_vhost_user("vdb", VHOST_USER),),
     ),
 )
 

@@ -45,6 +45,21 @@ def cmdline(dom: DomainSpec) -> str:
     return " ".join(args)
 
 
+def vhost_socket(vhost_dir: Path, domain: str, target: str) -> Path:
+    """Return the UNIX socket a lab vhost-user disk's backend serves (lab/vhost.py starts it)."""
+    return vhost_dir / f"{domain}-{target}.sock"
+
+
+def _vhost_disk(devices: etree._Element, dom: DomainSpec, disk: DiskSpec, vhost_dir: Path) -> None:
+    """Render a vhost-user-blk disk: raw, queues, a unix socket source (reconnect when set), no serial."""
+    el = _sub(devices, "disk", type="vhostuser", device="disk")
+    _sub(el, "driver", name="qemu", type="raw", queues=None if disk.queues is None else str(disk.queues))
+    source = _sub(el, "source", type="unix", path=str(vhost_socket(vhost_dir, dom.name, disk.target)))
+    if disk.reconnect is not None:
+        _sub(source, "reconnect", enabled="yes", timeout=str(disk.reconnect))
+    _sub(el, "target", dev=disk.target, bus=disk.bus)
+
+
 def _disk(devices: etree._Element, disk: DiskSpec, image_dir: Path) -> None:
     el = _sub(devices, "disk", type="file", device="disk")
     _sub(
@@ -79,11 +94,14 @@ def qemu_net_args(ssh_port: int, machine: str = "q35") -> list[str]:
     return ["-netdev", netdev, "-device", device]
 
 
-def render(dom: DomainSpec, boot: GuestBoot, image_dir: Path, console_log: Path, ssh_port: int | None = None) -> str:
+def render(dom: DomainSpec, boot: GuestBoot, image_dir: Path, console_log: Path, ssh_port: int | None = None,
+           vhost_dir: Path | None = None) -> str:
     """Return the domain XML, with a content hash in <metadata> for idempotent `lab up`.
 
-    A domain with ``dom.ssh`` gets the NIC of :func:`qemu_net_args` (``ssh_port`` is required then).
+    A domain with ``dom.ssh`` gets the NIC of :func:`qemu_net_args` (``ssh_port`` is required then). vhost-user
+    disks' sockets are in ``vhost_dir`` (default: ``vhost`` beside ``image_dir``, as LabPaths lays them out).
     """
+    vhost_dir = vhost_dir if vhost_dir is not None else image_dir.parent / "vhost"
     if dom.ssh and ssh_port is None:
         raise ValueError(f"{dom.name}: an SSH-enabled domain needs ssh_port")
     root = etree.Element("domain", type=boot.domain_type, nsmap={"qemu": QEMU_NS} if dom.ssh else None)
@@ -91,6 +109,10 @@ def render(dom: DomainSpec, boot: GuestBoot, image_dir: Path, console_log: Path,
     _sub(root, "title", "kvmio lab domain")
     _sub(root, "description", dom.purpose)
     _sub(root, "memory", str(MEMORY_MIB), unit="MiB")
+    if dom.shared_memory:
+        backing = _sub(root, "memoryBacking")
+        _sub(backing, "source", type="memfd")
+        _sub(backing, "access", mode="shared")
     _sub(root, "vcpu", str(dom.vcpus), placement="static", cpuset=dom.vcpu_cpuset)
     if dom.iothreads:
         _sub(root, "iothreads", str(dom.iothreads))
@@ -114,7 +136,10 @@ def render(dom: DomainSpec, boot: GuestBoot, image_dir: Path, console_log: Path,
     devices = _sub(root, "devices")
     _sub(devices, "emulator", "/usr/bin/qemu-system-x86_64")
     for disk in dom.disks:
-        _disk(devices, disk, image_dir)
+        if disk.vhost:
+            _vhost_disk(devices, dom, disk, vhost_dir)
+        else:
+            _disk(devices, disk, image_dir)
     if dom.scsi is not None:
         ctrl = _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
         queues = None if dom.scsi.queues is None else str(dom.scsi.queues)

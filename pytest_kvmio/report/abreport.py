@@ -62,6 +62,7 @@ def format_table(result: AbResult) -> list[str]:
         lines.append("  " + "  ".join(cells).rstrip())
     lines += [f"  not compared: {LABELS.get(m, m)}: {why}" for m, why in result.skipped.items()]
     lines += [f"  note: {arm.label}: {n}" for arm in (a, b) for n in arm.notes]
+    lines += [f"  host CPU of {arm.label} counts: {', '.join(arm.counted)}" for arm in (a, b) if arm.counted]
     return lines
 
 
