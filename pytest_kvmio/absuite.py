@@ -112,7 +112,7 @@ def run(config: pytest.Config, host: HostTarget, spec: AbSpec) -> AbResult:
     try:
         a, b = plan(host, spec.a, spec.b, profile, pattern)
         attach_runners(a, b, host, guest_spec=config.getoption("kvmio_guest", None), scratch_pattern=pattern,
-                       progress=perf.progress)
+                       progress=perf.progress, prefilled=perf.prefilled)
         return run_experiment(a, b, profile, rounds=spec.rounds, margin=spec.margin, progress=perf.progress)
     except AbUsageError as exc:
         raise CouldNotJudge(f"--kvmio-ab {spec}: nothing run: {exc}") from None

@@ -440,10 +440,13 @@ def run_experiment(
 
 def attach_runners(
     a: Arm, b: Arm, host: HostTarget, *, guest_spec: str | None, scratch_pattern: str,
-    progress: Callable[[str], None] = lambda line: None,
+    progress: Callable[[str], None] = lambda line: None, prefilled: set[str] | None = None,
 ) -> None:
-    """Give each arm its runner: the guest's fio or the hypervisor's (guests and pre-fills shared)."""
-    prefilled: set[str] = set()
+    """Give each arm its runner: the guest's fio or the hypervisor's (guests and pre-fills shared).
+
+    `prefilled` names the scratch disks already written this session (the perf suite's), so none is written twice.
+    """
+    prefilled = prefilled if prefilled is not None else set()
     guests: dict[str, Any] = {}
     for arm in (a, b):
         if arm.spec.on_host:
