@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -138,13 +140,14 @@ for d in /sys/block/*; do
 done
 """
 
+# One line per image, `image=<path> <qemu-img output>`, both base64: a path or a qemu-img message holding a
+# newline (libvirt accepts one in <source file>) can't end the record early and pass its own lines as host facts.
 IMAGE_SCRIPT = r"""
 for f in {paths}; do
-  echo "image-begin=$f"
-  if [ -b "$f" ]; then echo '{{"kvmio-block-device": true}}';
-  elif [ ! -e "$f" ]; then echo '{{"kvmio-error": "no such file on the host"}}';
-  else timeout 60 qemu-img info -U --output=json -- "$f" 2>&1 || echo '{{"kvmio-error": "qemu-img info failed"}}'; fi
-  echo "image-end"
+  if [ -b "$f" ]; then out='{{"kvmio-block-device": true}}';
+  elif [ ! -e "$f" ]; then out='{{"kvmio-error": "no such file on the host"}}';
+  else out=$(timeout 60 qemu-img info -U --output=json -- "$f" 2>&1) || [ -n "$out" ] || out='{{"kvmio-error": "qemu-img info failed"}}'; fi
+  echo "image=$(printf '%s' "$f" | base64 | tr -d '\n') $(printf '%s' "$out" | base64 | tr -d '\n')"
 done
 """
 
@@ -157,7 +160,7 @@ kvmio_unix=$(cat /proc/net/unix 2>/dev/null)
 kvmio_fds=$(ls -l /proc/[0-9]*/fd 2>/dev/null | awk '/^\/proc\/[0-9]+\/fd:$/ {split($0, a, "/"); pid = a[3]; next}
   /-> socket:\[[0-9]+\]$/ {split($NF, b, /[][]/); print b[2], pid}')
 for s in @PATHS@; do
-  echo "vhost-begin=$s"
+  echo "vhost-begin=$(printf '%s' "$s" | base64 | tr -d '\n')"
   [ -S "$s" ] && echo "vhost-socket=$(stat -c '%U:%G %a' -- "$s" 2>/dev/null)"
   listen=$(echo "$kvmio_unix" | awk -v p="$s" 'NF >= 8 && $8 == p && $4 == "00010000" {print $7}')
   echo "vhost-connections=$(echo "$kvmio_unix" | awk -v p="$s" 'NF >= 8 && $8 == p && $4 != "00010000"' | wc -l)"
@@ -165,7 +168,7 @@ for s in @PATHS@; do
     for pid in $(echo "$kvmio_fds" | awk -v i="$ino" '$1 == i {print $2}' | sort -u); do
       echo "vhost-pid=$pid $(cat /proc/$pid/comm 2>/dev/null)"
       echo "vhost-exe=$pid $(readlink /proc/$pid/exe 2>/dev/null)"
-      echo "vhost-cmdline=$pid $(tr '\000' '\037' < /proc/$pid/cmdline 2>/dev/null)"
+      echo "vhost-cmdline=$pid $(tr '\000\n' '\037 ' < /proc/$pid/cmdline 2>/dev/null)"
     done
   done
   echo "vhost-end"
@@ -185,8 +188,6 @@ def host_script(image_paths: list[str], vhost_sockets: list[str] | None = None) 
 
 def parse_host_output(facts: HostFacts, output: str) -> None:
     """Fill `facts` from the output of `host_script`."""
-    image_path: str | None = None
-    image_lines: list[str] = []
     socket: str | None = None
     socket_lines: list[str] = []
     uid: int | None = None
@@ -197,13 +198,6 @@ def parse_host_output(facts: HostFacts, output: str) -> None:
                 socket, socket_lines = None, []
             else:
                 socket_lines.append(line)
-            continue
-        if image_path is not None:
-            if line == "image-end":
-                facts.images[image_path] = _image_facts(image_path, "\n".join(image_lines))
-                image_path, image_lines = None, []
-            else:
-                image_lines.append(line)
             continue
         key, _, value = line.partition("=")
         value = value.strip()
@@ -217,12 +211,14 @@ def parse_host_output(facts: HostFacts, output: str) -> None:
             facts.cpu_count = int(value)
         elif key == "blockdev":
             facts.block_devices.append(_block_device(value))
-        elif key == "image-begin":
-            image_path = value
+        elif key == "image":
+            image = _decode_image(value)
+            if image is not None:
+                facts.images[image[0]] = _image_facts(*image)
         elif key == "vhost-uid" and value.isdigit():
             uid = int(value)
         elif key == "vhost-begin":
-            socket = value
+            socket = _decode_path(value)
 
 
 def _block_device(value: str) -> BlockDevice:
@@ -235,12 +231,33 @@ def _block_device(value: str) -> BlockDevice:
     return BlockDevice(name=name, rotational=rotational, scheduler=active, schedulers=names)
 
 
+def _decode_path(value: str) -> str | None:
+    """Return a path the host script printed in base64 (so a newline in it can't start a line of its own)."""
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8", "surrogateescape")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_image(value: str) -> tuple[str, str] | None:
+    """Return (path, qemu-img output) of one `image=` line, None when it is not two base64 fields."""
+    path, _, text = value.partition(" ")
+    try:
+        output = base64.b64decode(text, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+    decoded = _decode_path(path)
+    return None if decoded is None else (decoded, output)
+
+
 def _image_facts(path: str, text: str) -> ImageFacts:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
         first = text.strip().splitlines()[:1]
         return ImageFacts(path, None, None, None, error=f"qemu-img said: {first[0] if first else 'nothing'}")
+    if not isinstance(data, dict):
+        return ImageFacts(path, None, None, None, error=f"qemu-img said: {text.strip()[:200]}")
     if data.get("kvmio-block-device"):
         return ImageFacts(path, "raw", None, None, is_block_device=True)
     if "kvmio-error" in data:

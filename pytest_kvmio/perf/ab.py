@@ -27,7 +27,7 @@ from pytest_kvmio.perf.abstats import DEFAULT_MARGIN, Comparison, balanced_order
 from pytest_kvmio.perf.diskfio import backend_processes
 from pytest_kvmio.perf.fio import FioError, FioMetrics, parse_fio
 from pytest_kvmio.perf.results import HOST_CPU, host_cpu_us_per_io, metrics_of
-from pytest_kvmio.perf.runner import COMMAND_SLACK, FioRunError, GuestFio, ScratchRefused, is_scratch_serial
+from pytest_kvmio.perf.runner import COMMAND_SLACK, FioRunError, GuestFio, ScratchRefused, fio_filename, is_scratch_serial
 from pytest_kvmio.perf.thresholds import Profile
 
 HOST_SUFFIX = "@host"
@@ -286,7 +286,7 @@ def host_fio_command(profile: Profile, source: str) -> str:
     if profile.write:
         raise ValueError(f"{profile.name}: writes ({profile.rw}); fio on the hypervisor runs read profiles only")
     limit = profile.runtime + profile.ramp_time + COMMAND_SLACK
-    args = ["timeout", "-s", "KILL", str(limit), "fio", "--output-format=json", f"--filename={source}",
+    args = ["timeout", "-s", "KILL", str(limit), "fio", "--output-format=json", f"--filename={fio_filename(source)}",
             *profile.fio_args(), "--readonly"]
     return " ".join(shlex.quote(a) for a in args)
 

@@ -182,12 +182,18 @@ def _q(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def fio_filename(path: str) -> str:
+    """Return `path` as fio's --filename must spell it: fio splits the value at ':' into several files
+    (/dev/vdb:/dev/vda would also touch vda; a:b creates a and b), so a colon is escaped as fio documents."""
+    return path.replace(":", "\\:")
+
+
 def fio_command(profile: Profile, device_path: str, *, readonly: bool, timeout: int | None = None) -> str:
     """Return the quoted guest shell command for one measured fio run (JSON on stdout)."""
     if profile.write and readonly:
         raise ValueError(f"{profile.name}: writes ({profile.rw}); it cannot run with --readonly")
     limit = timeout if timeout is not None else profile.runtime + profile.ramp_time + COMMAND_SLACK
-    args = ["timeout", "-s", "KILL", str(limit), "fio", "--output-format=json", f"--filename={device_path}"]
+    args = ["timeout", "-s", "KILL", str(limit), "fio", "--output-format=json", f"--filename={fio_filename(device_path)}"]
     args += profile.fio_args()
     if readonly:
         args.append("--readonly")
@@ -199,7 +205,7 @@ def prefill_command(device_path: str, size_bytes: int | None) -> str:
     limit = COMMAND_SLACK + (size_bytes or 0) // PREFILL_MIN_RATE
     args = [
         "timeout", "-s", "KILL", str(limit), "fio", "--output-format=json", "--name=kvmio-prefill",
-        f"--filename={device_path}", "--rw=write", "--bs=1M", "--iodepth=8", "--ioengine=libaio",
+        f"--filename={fio_filename(device_path)}", "--rw=write", "--bs=1M", "--iodepth=8", "--ioengine=libaio",
         "--direct=1",
     ]
     return _q(args)
