@@ -294,3 +294,15 @@ def test_host_cpu_rows_say_which_processes_were_counted() -> None:
     assert rows[0]["counted"] == perf["counted"]
     assert "qemu-storage-daemon pid 2" in "\n".join(format_table(rows))
     json.dumps(rows)
+
+
+def test_an_ab_arm_on_a_vhost_user_disk_names_its_socket_not_io_or_cache() -> None:
+    from pytest_kvmio.perf.ab import Arm, parse_arm
+    from pytest_kvmio.report.abreport import _path
+
+    disk = vhost_disk()
+    arm = Arm("b", parse_arm("spdk01/vdb"), disk, counted=["QEMU pid 1 (domain spdk01)", "spdk_tgt pid 7 (serves /s)"])
+    facts = arm.facts()
+    assert (facts["device_model"], facts["io"], facts["cache"], facts["socket"]) == ("vhost-user-blk", None, None, SOCK)
+    assert facts["host_cpu_counted"][1] == "spdk_tgt pid 7 (serves /s)"
+    assert _path(disk) == f"vhost-user-blk on {SOCK}, bus=virtio"

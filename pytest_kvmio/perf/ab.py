@@ -139,6 +139,8 @@ class Arm:
             out["guest_device"] = self.device
         if self.notes:
             out["notes"] = list(self.notes)
+        if disk.is_vhost_user:  # no io or cache mode: the backend serving the socket does the I/O
+            out.update(io=None, cache=None, socket=disk.source_path)
         if self.counted:
             out["host_cpu_counted"] = list(self.counted)
         return out

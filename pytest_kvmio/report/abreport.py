@@ -46,12 +46,19 @@ def table_rows(result: AbResult) -> list[tuple[str, ...]]:
     return rows
 
 
+def _path(disk: Any) -> str:
+    """Say how a disk's I/O is served: QEMU's io and cache modes, or the vhost-user socket (no io/cache there)."""
+    if getattr(disk, "is_vhost_user", False):
+        return f"vhost-user-blk on {disk.source_path}, bus={disk.bus}"
+    return f"io={disk.effective_io}, cache={disk.effective_cache}, bus={disk.bus}"
+
+
 def format_table(result: AbResult) -> list[str]:
     """Return the terminal lines: the arms, the table, the metrics not compared and why."""
     a, b = result.a, result.b
     lines = [
-        f"A: {a.label} ({a.kind}: io={a.disk.effective_io}, cache={a.disk.effective_cache}, bus={a.disk.bus})",
-        f"B: {b.label} ({b.kind}: io={b.disk.effective_io}, cache={b.disk.effective_cache}, bus={b.disk.bus})",
+        f"A: {a.label} ({a.kind}: {_path(a.disk)})",
+        f"B: {b.label} ({b.kind}: {_path(b.disk)})",
         f"profile {result.profile.name}, {result.rounds} rounds ({' '.join(o.upper() for o in result.order)}), "
         f"margin ±{result.margin:.0%}; verdicts are B's",
     ]
