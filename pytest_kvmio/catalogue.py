@@ -229,8 +229,8 @@ def _perf_limit(scope: Scope) -> str | None:
 
 def _perf_baseline(scope: Scope) -> str | None:
     runnable = _perf_runnable(scope)
-    if runnable:
-        return runnable
+    if runnable or "profile" not in scope.params:
+        return runnable  # without a profile: a project's own baseline rule, which decides for itself
     profile, metric = scope.params.get("profile"), scope.params.get("metric")
     disk = scope.disk
     if perf_session.state(scope.config).thresholds.baseline(disk.id, str(profile), str(metric)) is None:

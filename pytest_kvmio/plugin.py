@@ -41,7 +41,7 @@ from pytest_kvmio.report.record import (
     message_of,
 )
 from pytest_kvmio.settings import check_conflicts, setting, validate_all
-from pytest_kvmio.state import STATE, KvmioState
+from pytest_kvmio.state import CASES, STATE, KvmioState
 
 #: Fixtures that make a test per target, from the finest level down.
 LEVEL_FIXTURES = (("disk", ("disk", "fio")), ("domain", ("domain", "guest")), ("host", ("host", "hypervisor")))
@@ -141,13 +141,51 @@ def _level(fixturenames: list[str]) -> str | None:
     return None
 
 
+@pytest.hookimpl(trylast=True)  # after the suites' own hooks, which hand their cases over (parametrize_with_targets)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize with (target, case) pairs, leaving out those the item's catalogue rule does not concern.
+
+    Deciding here, before pytest makes the items, keeps a fleet cheap: offline, every guest and perf pair
+    of every disk would otherwise become an item only to be dropped. Rules with their own `applies=`
+    are decided on the items (pytest_collection_modifyitems), which see every parameter.
+    """
+    names, cases = metafunc.definition.stash.get(CASES, ([], [pytest.param()]))
     level = _level(metafunc.fixturenames)
     if level is None or "kvmio_target" not in metafunc.fixturenames:
+        if names:
+            metafunc.parametrize(names, cases)
         return
     state = metafunc.config.stash[STATE]
     targets = list(iter_targets(state.hosts(), level))
-    metafunc.parametrize("kvmio_target", targets, ids=[_target_id(t) for t in targets], indirect=True)
+    function_rule = metafunc.definition.get_closest_marker("rule")
+    prechecked = True
+    argvalues = []
+    for case in cases:  # cases outside, targets inside: the order pytest gives two parametrize calls
+        values, marks, case_id = _case_parts(case, len(names))
+        rule = next((m for m in marks if m.name == "rule"), function_rule)
+        entry = catalogue.lookup(str(rule.args[0])) if rule is not None and rule.args else None
+        if entry is None or "applies" in rule.kwargs:  # type: ignore[union-attr]
+            prechecked = False
+        params = dict(zip(names, values))
+        for target in targets:
+            if entry is not None and prechecked and entry.not_applicable(catalogue.Scope(target, params, metafunc.config)):
+                state.collector.not_applicable[str(rule.args[0])] += 1  # type: ignore[union-attr]
+                continue
+            tid = _target_id(target)
+            argvalues.append(pytest.param(target, *values, marks=marks, id=f"{case_id}-{tid}" if case_id else tid))
+    if prechecked:
+        state.prechecked.add(metafunc.definition.nodeid)
+    if targets and not argvalues:
+        state.emptied.add(metafunc.definition.nodeid)  # pytest still makes one placeholder item: drop it
+    metafunc.parametrize(["kvmio_target", *names], argvalues, indirect=["kvmio_target"])
+
+
+def _case_parts(case: Any, count: int) -> tuple[tuple[Any, ...], list[Any], str | None]:
+    """Return (values, marks, id) of a suite's case: a pytest.param(...) or plain value(s)."""
+    if hasattr(case, "values") and hasattr(case, "marks"):
+        return tuple(case.values), list(case.marks), case.id
+    values = tuple(case) if count > 1 else (case,)
+    return values, [], "-".join(str(v) for v in values)
 
 
 def _target_id(target: Target) -> str:
@@ -162,7 +200,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if state is None:
         return
     kept = []
+    validated: set[str] = set()
     for item in items:
+        function = _function_nodeid(item)
+        if function in state.emptied:
+            continue
+        if function in state.prechecked:  # judged per (target, case) when parametrized
+            if function not in validated:
+                validated.add(function)
+                catalogue.rule_of(item)  # a malformed marker is still a usage error
+            kept.append(item)
+            continue
         target = item_target(item)
         rule = catalogue.rule_of(item) if target is not None else None
         if rule is not None and target is not None:
@@ -174,6 +222,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 continue
         kept.append(item)
     items[:] = kept
+
+
+def _function_nodeid(item: pytest.Item) -> str:
+    """Return the node id of the test function an item was made from (its parametrization's definition)."""
+    name = getattr(item, "originalname", item.name)
+    return f"{item.parent.nodeid}::{name}" if item.parent is not None else item.nodeid
 
 
 #: Key of the not-applicable counts pytest-xdist workers hand to the controller (which collects nothing itself).
@@ -222,23 +276,34 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             raise found
 
 
+def _target_facts(target: Target | None) -> dict[str, Any]:
+    if target is None or target.host.error is not None:
+        return {}
+    if target.disk is not None:
+        return target.disk.facts()
+    if target.domain is not None:
+        return target.domain.facts()
+    return target.host.facts.as_dict()
+
+
 def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
-    facts: dict[str, Any] = {}
-    if target is not None and target.host.error is None:
-        if target.disk is not None:
-            facts = target.disk.facts()
-        elif target.domain is not None:
-            facts = target.domain.facts()
-        else:
-            facts = target.host.facts.as_dict()
+    """Return the facts of an item's verdict record, JSON-able: its target's, narrowed by the marker, plus the rule's own."""
     marker = item.get_closest_marker("rule")
     wanted = marker.kwargs.get("facts") if marker else None
+    extra = item.stash.get(EXTRA_FACTS, None)
+    state = item.config.stash.get(STATE, None)
+    if not wanted and not extra and target is not None and state is not None:
+        # A target's own facts are the same in each of its items' reports: built once, shared (read-only).
+        found = state.target_facts.get(id(target))
+        if found is None:
+            found = state.target_facts[id(target)] = _jsonable(_target_facts(target))
+        return found  # type: ignore[no-any-return]
+    facts = _target_facts(target)
     if wanted:
         facts = {k: facts.get(k) for k in wanted}
-    if EXTRA_FACTS in item.stash:
-        extra = item.stash[EXTRA_FACTS]
-        facts.update(extra)
-    return facts
+    if extra:
+        facts = {**facts, **extra}
+    return _jsonable(facts)  # type: ignore[no-any-return]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -272,7 +337,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             message += f" [{record['source']}]"
         record["message"] = message
         _name_rule_in_longrepr(report, rule[0], message)
-    setattr(report, REPORT_ATTR, _jsonable(record))
+    facts = record.pop("facts")  # already JSON-able (and shared between the reports of a target)
+    setattr(report, REPORT_ATTR, _jsonable(record) | {"facts": facts})
     return report
 
 

@@ -32,6 +32,12 @@ class KvmioState:
     guests: dict[str, Any] = field(default_factory=dict)
     #: Per domain id: libvirt target dev -> GuestDisk or Unmapped.
     guest_disks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Test functions (node ids) whose (target, case) pairs were judged applicable at parametrization.
+    prechecked: set[str] = field(default_factory=set)
+    #: Test functions (node ids) none of whose (target, case) pairs a rule concerns: their placeholder item goes.
+    emptied: set[str] = field(default_factory=set)
+    #: Per target (by identity): its facts as the verdict records carry them, built once per target.
+    target_facts: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Under pytest-xdist the controller loads no host: the workers' host summaries (see host_summaries).
     worker_hosts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -59,3 +65,17 @@ class KvmioState:
 
 
 STATE = pytest.StashKey[KvmioState]()
+
+#: Per test function: the parameters a suite hands to kvmio to parametrize together with the targets.
+CASES = pytest.StashKey[tuple[list[str], list[Any]]]()
+
+
+def parametrize_with_targets(metafunc: pytest.Metafunc, argnames: str, params: list[Any]) -> None:
+    """Parametrize `argnames` together with kvmio's targets (call it from a suite's `pytest_generate_tests`).
+
+    kvmio then leaves out each (target, parameters) pair the rule does not concern before any test item
+    is made, so a fleet's not-applicable pairs cost no item. `params` are `pytest.param(...)` with ids
+    (and per-case `rule` marks) or plain values.
+    """
+    names = [n.strip() for n in argnames.split(",")]
+    metafunc.definition.stash[CASES] = (names, list(params))

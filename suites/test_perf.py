@@ -18,6 +18,7 @@ from pytest_kvmio.perf.decide import (
     decide_limit,
     format_value,
 )
+from pytest_kvmio.state import parametrize_with_targets
 
 pytestmark = pytest.mark.perf
 
@@ -36,7 +37,7 @@ def pytest_generate_tests(metafunc):
             rule = "perf-baseline" if "baseline" in metafunc.function.__name__ else f"perf-{name}"
             params.append(pytest.param(name, metric, id=f"{name}-{metric}", marks=pytest.mark.rule(rule)))
     names = "profile" if "metric" not in metafunc.fixturenames else "profile,metric"
-    metafunc.parametrize(names, params)
+    parametrize_with_targets(metafunc, names, params)  # with the disks, so pairs no rule concerns make no item
 
 
 # The rule id, perf-<profile>, is set per parameter in pytest_generate_tests.
