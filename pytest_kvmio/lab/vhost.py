@@ -205,9 +205,9 @@ def ensure(paths: LabPaths, domains: tuple[DomainSpec, ...] = topology.DOMAINS) 
 
 def _is_lab_daemon(pid: int, paths: LabPaths) -> bool:
     """Return True for a qemu-storage-daemon whose command line names a socket in the lab's vhost directory."""
-    argv = _cmdline(pid)
-    return bool(argv) and os.path.basename(argv[0]) == "qemu-storage-daemon" and any(  # type: ignore[index]
-        f"addr.path={paths.vhost}/" in a for a in argv or []
+    argv = _cmdline(pid) or []
+    return bool(argv) and os.path.basename(argv[0]) == "qemu-storage-daemon" and any(
+        f"addr.path={paths.vhost}/" in a for a in argv
     )
 
 
