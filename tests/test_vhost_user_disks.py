@@ -306,3 +306,16 @@ def test_an_ab_arm_on_a_vhost_user_disk_names_its_socket_not_io_or_cache() -> No
     assert (facts["device_model"], facts["io"], facts["cache"], facts["socket"]) == ("vhost-user-blk", None, None, SOCK)
     assert facts["host_cpu_counted"][1] == "spdk_tgt pid 7 (serves /s)"
     assert _path(disk) == f"vhost-user-blk on {SOCK}, bus=virtio"
+
+
+def test_the_perf_suite_counts_the_processes_serving_a_vhost_user_disk_only() -> None:
+    from pytest_kvmio.perf.diskfio import backend_processes
+    from pytest_kvmio.perfsuite import io_path
+
+    disk = _live(vhost_disk(), VhostBackend(SOCK, True, listeners=(QSD,)))
+    assert backend_processes(disk) == {42: f"qemu-storage-daemon pid 42 (serves {SOCK})"}
+    assert backend_processes(_live(vhost_disk(), None)) == {}  # unknown backend: the fio fixture notes it, no cost
+    assert io_path(disk) == "vhost-user"
+    plain = parse_domain(domain_xml(), source="t.xml").disks[0]
+    plain.type = "file"
+    assert backend_processes(plain) == {} and io_path(plain) == "threads"
