@@ -69,8 +69,8 @@ class Backend:
             QSD,
             "--blockdev", f"driver=file,node-name=file0,filename={_escape(self.image)},aio=io_uring,cache.direct=on",
             "--blockdev", "driver=raw,node-name=disk0,file=file0",
-            "--export", f"type=vhost-user-blk,id=export0,node-name=disk0,addr.type=unix,"
-                        f"addr.path={_escape(self.socket)},writable=on,num-queues={self.queues}",
+            "--export", (f"type=vhost-user-blk,id=export0,node-name=disk0,addr.type=unix,"
+                         f"addr.path={_escape(self.socket)},writable=on,num-queues={self.queues}"),
         ]
 
 
