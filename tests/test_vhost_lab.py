@@ -109,7 +109,7 @@ def test_the_perf_suite_counts_the_backend_cpu_of_a_vhost_user_disk(tmp_path: Pa
         [sys.executable, "-m", "pytest", "suites/test_perf.py", "-p", "no:cacheprovider", "--host=local",
          f"--domain={DOMAIN}", f"--thresholds={thresholds}", "-k", "host_cpu and randread-4k-qd1-",
          "--fio-repeat", "1", "--fio-runtime", "2", "--fio-ramp-time", "1", f"--kvmio-json={out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     perf = {v["target"]: v["facts"]["perf"] for v in json.loads(out.read_text())["verdicts"] if v["rule"] == "perf-host-cpu"}

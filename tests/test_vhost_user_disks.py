@@ -12,11 +12,23 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.collect.facts import HostFacts, host_script, parse_host_output
-from pytest_kvmio.collect.guestmap import DiskRef, GuestDisk, Unmapped, map_disks, parse_probe
+from pytest_kvmio.collect.guestmap import (
+    DiskRef,
+    GuestDisk,
+    Unmapped,
+    map_disks,
+    parse_probe,
+)
 from pytest_kvmio.collect.hostcpu import CpuSample, QemuCpu, parse_sample, sample_script
 from pytest_kvmio.errors import CouldNotJudge
 from pytest_kvmio.model.domain import parse_domain
-from pytest_kvmio.model.vhost import BackendProcess, VhostBackend, parse_backend_lines, parse_export, qsd_exports
+from pytest_kvmio.model.vhost import (
+    BackendProcess,
+    VhostBackend,
+    parse_backend_lines,
+    parse_export,
+    qsd_exports,
+)
 from tests.conftest import SUITES, verdicts_of
 
 SOCK = "/run/spdk/vhost.0"
@@ -119,7 +131,7 @@ def test_host_script_finds_the_process_listening_on_a_socket(tmp_path: Path) -> 
         server.bind(str(path))
         server.listen()
         out = subprocess.run(["sh", "-c", host_script([], [str(path), str(tmp_path / "gone.sock")])],
-                             capture_output=True, text=True, timeout=120).stdout
+                             capture_output=True, text=True, timeout=120, check=False).stdout
     facts = HostFacts("local")
     parse_host_output(facts, out)
     served, gone = facts.vhost_backends[str(path)], facts.vhost_backends[str(tmp_path / "gone.sock")]

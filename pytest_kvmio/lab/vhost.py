@@ -90,7 +90,7 @@ def qemu_user() -> str:
         text = QEMU_CONF.read_text()
     except OSError:
         return DEFAULT_QEMU_USER
-    found = re.search(r'^\s*user\s*=\s*"([^"]+)"', text, re.M)
+    found = re.search(r'^\s*user\s*=\s*"([^"]+)"', text, re.MULTILINE)
     return found.group(1) if found else DEFAULT_QEMU_USER
 
 
