@@ -12,6 +12,7 @@ from pytest_kvmio.errors import CommandError
 BINARIES: dict[str, str] = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-img": "qemu-utils",
+    "qemu-storage-daemon": "qemu-system-common",  # the backend of the lab's vhost-user disks
     "libvirtd": "libvirt-daemon-system",
     "virtlogd": "libvirt-daemon-system",
     "virsh": "libvirt-clients",
