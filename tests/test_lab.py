@@ -348,3 +348,11 @@ def test_the_manifest_lists_the_vhost_backends(tmp_path: Path) -> None:
     assert set(doc["vhost"]) == {"kvmio-lab-vhost/vdc", "kvmio-lab-vhost/vdd"}
     assert doc["vhost"]["kvmio-lab-vhost/vdc"]["reconnect"] == 10 and doc["vhost"]["kvmio-lab-vhost/vdd"]["reconnect"] is None
     assert doc["vhost"]["kvmio-lab-vhost/vdc"]["program"] == "qemu-storage-daemon"
+
+
+def test_a_restarted_backend_of_a_disk_without_reconnect_means_its_domain_boots_again() -> None:
+    from pytest_kvmio.lab import vhost
+
+    assert vhost.stranded_domains(["kvmio-lab-vhost/vdd"]) == ["kvmio-lab-vhost"]
+    assert vhost.stranded_domains(["kvmio-lab-vhost/vdc"]) == []  # vdc reconnects
+    assert vhost.stranded_domains([]) == []

@@ -213,6 +213,13 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
         backends_started.extend(started_backends)
         info.note = (f"{len(started_backends)} qemu-storage-daemon started, {len(kept_backends)} already running"
                      if started_backends or kept_backends else "no vhost-user disks")
+        # A running guest whose backend was (re)started keeps a dead disk unless it reconnects: boot it again.
+        for name in vhost.stranded_domains(started_backends):
+            dom = _lookup(conn, name)
+            if dom is not None and dom.isActive():
+                progress.say(f"vhost: {name} has a vhost-user disk without <reconnect> whose backend restarted; "
+                             "restarting the domain")
+                dom.destroy()
     changed: list[str] = []
     with progress.step("define", cleanup=lambda: _undefine_changed(conn, changed)) as info:
         xml_paths, redefined = _define(conn, paths, boot, guest_ports)

@@ -203,6 +203,12 @@ def ensure(paths: LabPaths, domains: tuple[DomainSpec, ...] = topology.DOMAINS) 
     return started, kept
 
 
+def stranded_domains(started: list[str], domains: tuple[DomainSpec, ...] = topology.DOMAINS) -> list[str]:
+    """Return the domains with a disk whose backend was just (re)started and that does not reconnect to it."""
+    return sorted({dom.name for dom in domains for disk in dom.disks
+                   if disk.vhost and disk.reconnect is None and f"{dom.name}/{disk.target}" in started})
+
+
 def _is_lab_daemon(pid: int, paths: LabPaths) -> bool:
     """Return True for a qemu-storage-daemon whose command line names a socket in the lab's vhost directory."""
     argv = _cmdline(pid) or []
