@@ -20,7 +20,7 @@ import pytest
 from pytest_kvmio.collect.connection import parse_host_spec
 from pytest_kvmio.model.versions import Version
 
-ASSUMABLE = ("kernel", "qemu", "libvirt", "io_uring_disabled")
+ASSUMABLE = ("kernel", "qemu", "libvirt", "io_uring_disabled", "cpus")
 _TRUE, _FALSE = ("1", "yes", "true", "on"), ("", "0", "no", "false", "off")
 
 
@@ -47,7 +47,7 @@ def assumptions(value: str) -> dict[str, str]:
         if not sep or key not in ASSUMABLE or not val:
             raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(ASSUMABLE)}")
         try:
-            int(val) if key == "io_uring_disabled" else Version.parse(val)
+            int(val) if key in ("io_uring_disabled", "cpus") else Version.parse(val)
         except ValueError:
             raise ValueError(f"{item!r}: {val!r} is not a version number") from None
         out[key] = val

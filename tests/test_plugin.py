@@ -171,7 +171,7 @@ def test_requirement_markers_skip_with_the_fact_found(pytester: pytest.Pytester,
     "args, message",
     [
         (["--assume", "kernel=six"], "*argument --assume: 'kernel=six': 'six' is not a version number*"),
-        (["--assume", "colour=blue"], "*expected KEY=VALUE with KEY one of kernel, qemu, libvirt, io_uring_disabled*"),
+        (["--assume", "colour=blue"], "*expected KEY=VALUE with KEY one of kernel, qemu, libvirt, io_uring_disabled, cpus*"),
         (["--domain-xml", "nowhere/"], "*--domain-xml*nowhere/: no such file or directory*"),
         (["--host", "ssh://"], "*--host*names no host*"),
         (["--fio-repeat", "0"], "*--fio-repeat*expected a whole number of at least 1*"),

@@ -126,6 +126,8 @@ def assumed_facts(name: str, assumptions: dict[str, str]) -> HostFacts:
             setattr(facts, key, Version.parse(assumptions[key]))
     if "io_uring_disabled" in assumptions:
         facts.io_uring_disabled = int(assumptions["io_uring_disabled"])
+    if "cpus" in assumptions:
+        facts.cpu_count = int(assumptions["cpus"])
     return facts
 
 
