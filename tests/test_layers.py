@@ -24,6 +24,7 @@ LAYERS = {
     "pytest_kvmio.settings": 2,
     "pytest_kvmio.perf": 3,
     "pytest_kvmio.catalogue": 4,
+    "pytest_kvmio.fix": 4,  # remedies per rule: the catalogue's applicability, the model and host facts
     "pytest_kvmio.report.record": 5,
     "pytest_kvmio.state": 6,
     "pytest_kvmio.report": 7,

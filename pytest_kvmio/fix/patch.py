@@ -1,0 +1,204 @@
+"""Fix a domain's XML: plan the remedies of every failed rule, apply their edits, and diff redacted text.
+
+Fixing is repeated until nothing changes (a disk given an IOThread makes `domain-iothread-pinned` apply), so the
+patched XML meets every rule kvmio can fix in XML, and fixing it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lxml import etree
+
+from pytest_kvmio.catalogue import lookup
+from pytest_kvmio.collect.facts import HostFacts
+from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.fix.edits import Edit
+from pytest_kvmio.fix.remedies import XML_REMEDIES, Remedy, offline_target, remedies
+from pytest_kvmio.model.domain import _PARSER, Domain, parse_domain
+from pytest_kvmio.model.redact import redacted_text
+
+#: Rounds of plan-and-apply (one remedy each) before giving up; a domain has far fewer findings than this.
+MAX_ROUNDS = 256
+
+
+@dataclass
+class Finding:
+    """A rule that failed on a target and what fixes it."""
+
+    rule: str
+    target: str
+    remedies: list[Remedy]
+
+    @property
+    def applied(self) -> Remedy | None:
+        """Return the remedy kvmio applies: the first that edits XML."""
+        return next((r for r in self.remedies if r.fixes_xml), None)
+
+    @property
+    def why_left(self) -> str:
+        """Say why no XML edit fixes it (a host or guest change, or a fact kvmio lacks)."""
+        first = self.remedies[0]
+        if first.needs:
+            return f"needs {first.needs}"
+        if first.host_commands:
+            return "a host change: " + "; ".join(first.host_commands)
+        if first.guest_commands:
+            return "a guest change: " + "; ".join(first.guest_commands)
+        return first.summary
+
+
+@dataclass
+class FixResult:
+    """The outcome of fixing one domain's XML."""
+
+    name: str
+    before: str  # redacted
+    after: str  # redacted
+    fixed: list[Finding] = field(default_factory=list)
+    left: list[Finding] = field(default_factory=list)
+    edits: list[Edit] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def diff(self, label: str | None = None) -> str:
+        """Return the unified diff of the redacted XML."""
+        name = label or self.name
+        return "".join(difflib.unified_diff(
+            _lines(self.before), _lines(self.after), fromfile=f"a/{name}", tofile=f"b/{name}"))
+
+
+def _lines(text: str) -> list[str]:
+    return [line + "\n" for line in text.splitlines()]
+
+
+def targets_of(domain: Domain, facts: HostFacts) -> Iterable[tuple[str, Target]]:
+    """Yield (level, target) for the domain and each of its storage disks."""
+    yield "domain", offline_target(domain, facts)
+    for disk in domain.disks:
+        if disk.is_storage:
+            yield "disk", offline_target(domain, facts, disk)
+
+
+def findings(domain: Domain, facts: HostFacts, rules: Iterable[str]) -> list[Finding]:
+    """Return every rule of `rules` that fails on the domain or its disks, with its remedies."""
+    out = []
+    wanted = list(rules)
+    for level, target in targets_of(domain, facts):
+        for rule in wanted:
+            if (level == "domain") != rule.startswith("domain-"):
+                continue
+            found = remedies(rule, target, facts)
+            if found:
+                out.append(Finding(rule, target.id, found))
+    return out
+
+
+def fix_domain(root: etree._Element, facts: HostFacts, rules: Iterable[str] | None = None, *,
+               source: str = "domain", running: bool | None = None, template: Domain | None = None) -> FixResult:
+    """Fix the XML rules' failures of a parsed `<domain>` in place; return what changed and what is left.
+
+    `root` may carry secrets (a file, or XML read with VIR_DOMAIN_XML_SECURE): the result's texts are redacted.
+    `template` is the domain as read with its host facts (image allocation, vhost-user backends), kept across edits.
+    """
+    wanted = list(rules) if rules is not None else list(XML_REMEDIES)
+    before = redacted_text(root)
+    result = FixResult(source, before, before)
+    seen_fixed: dict[tuple[str, str], Finding] = {}
+    left: dict[tuple[str, str], Finding] = {}
+    for _ in range(MAX_ROUNDS):
+        domain = _reparse(root, source, facts, running)
+        if template is not None:
+            with_images(domain, template)
+        found = findings(domain, facts, wanted)
+        left = {}
+        applied = False
+        for finding in found:
+            remedy = finding.applied
+            key = (finding.rule, finding.target)
+            if remedy is None:
+                left[key] = finding
+                continue
+            for edit in remedy.edits:
+                edit(root)
+                result.edits.append(edit)
+            seen_fixed.setdefault(key, finding)
+            applied = True
+            break  # re-plan on the changed model: one rule's fix may settle or change another's
+        if not applied:
+            break
+    result.after = redacted_text(root)
+    result.fixed = [f for k, f in seen_fixed.items() if k not in left]
+    result.left = list(left.values())
+    return result
+
+
+def _reparse(root: etree._Element, source: str, facts: HostFacts, running: bool | None) -> Domain:
+    domain = parse_domain(etree.tostring(root), source=source, host=facts.name)
+    domain.running = running
+    return domain
+
+
+def with_images(domain: Domain, template: Domain) -> Domain:
+    """Give a reparsed domain the image facts of the domain it was read from (live allocation), by disk target."""
+    images = {d.target: (d.image, d.backend) for d in template.disks}
+    for disk in domain.disks:
+        disk.image, disk.backend = images.get(disk.target, (None, None))
+    return domain
+
+
+def parse_root(data: bytes, source: str) -> etree._Element:
+    """Parse domain XML with kvmio's safe parser (the model checks it first for a useful error)."""
+    parse_domain(data, source=source)
+    return etree.fromstring(data, parser=_PARSER)
+
+
+def as_json(remedies_: list[Remedy], domain_root: etree._Element | None) -> dict[str, Any]:
+    """Return the `fix` of a failed verdict: the preferred remedy, its diff, then the alternatives."""
+    def one(remedy: Remedy) -> dict[str, Any]:
+        patch = None
+        if remedy.edits and domain_root is not None:
+            before = redacted_text(domain_root)
+            patched = copy.deepcopy(domain_root)
+            for edit in remedy.edits:
+                edit(patched)
+            name = domain_root.findtext("name") or "domain"
+            patch = "".join(difflib.unified_diff(_lines(before), _lines(redacted_text(patched)),
+                                                 fromfile=f"a/{name}.xml", tofile=f"b/{name}.xml"))
+        out: dict[str, Any] = {
+            "summary": remedy.summary, "xml_patch": patch,
+            "virt_xml": "\n".join(remedy.virt_xml) or None,
+            "host_commands": remedy.host_commands, "takes_effect": remedy.takes_effect,
+        }
+        if remedy.guest_commands:
+            out["guest_commands"] = remedy.guest_commands
+        if remedy.needs:
+            out["needs"] = remedy.needs
+        return out
+    first, *rest = remedies_
+    record = one(first)
+    if rest:
+        record["alternatives"] = [one(r) for r in rest]
+    return record
+
+
+def verdict_fix(rule: str, target: Target) -> dict[str, Any]:
+    """Return the `fix` of a failed verdict of `rule` on `target`, computed from its model and its host's facts."""
+    entry = lookup(rule)
+    if entry is not None and entry.fix == "measurement":
+        return {"summary": f"{target.id}: no XML fix: {rule} is a measurement; change what its message names and measure again",
+                "xml_patch": None, "virt_xml": None, "host_commands": [], "takes_effect": None}
+    found = remedies(rule, target, target.host.facts)
+    if not found:
+        return {"summary": f"{target.id}: kvmio has no computed fix for {rule}; see the message",
+                "xml_patch": None, "virt_xml": None, "host_commands": [], "takes_effect": None}
+    root = None
+    if target.domain is not None and any(r.edits for r in found):
+        root = etree.fromstring(target.domain.xml.encode(), parser=_PARSER)  # the redacted XML: diffs show no secrets
+    return as_json(found, root)

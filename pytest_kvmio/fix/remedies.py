@@ -1,0 +1,403 @@
+"""What fixes each rule, computed from the domain model: XML edits, virt-xml commands, host and guest commands.
+
+`remedies(rule, target, facts)` returns the honest fixes of one rule on one target, the preferred first, or an empty
+list when the target already meets the rule. XML fixes respect what is there: an existing IOThread is reused (a pool
+never shrinks), explicit queue→IOThread mappings are kept and completed, `<iothreads>` is added only to a domain
+without any, and IOThreads are pinned only when the host's CPUs are known.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pytest_kvmio.catalogue import Scope, lookup
+from pytest_kvmio.collect.facts import HostFacts
+from pytest_kvmio.collect.targets import HostTarget, Target
+from pytest_kvmio.fix import edits
+from pytest_kvmio.model.cpuset import format_cpuset
+from pytest_kvmio.model.domain import VALID_IO_MODES, Disk, Domain, configured_queues, default_queues
+
+#: When a change takes effect: `define` (a file or a stopped domain: when it is defined), `restart` (a running domain
+#: needs a full stop and start), `live` (at once, on a running host or guest).
+TAKES_EFFECT = ("define", "live", "restart")
+DIRECT_CACHE_MODES = ("none", "directsync")
+#: Seconds a vhost-user disk waits before reconnecting to a restarted backend.
+RECONNECT_TIMEOUT = 10
+
+
+@dataclass
+class Remedy:
+    """One honest fix of a rule on a target."""
+
+    summary: str
+    edits: list[edits.Edit] = field(default_factory=list)
+    virt_xml: list[str] = field(default_factory=list)
+    host_commands: list[str] = field(default_factory=list)
+    guest_commands: list[str] = field(default_factory=list)
+    takes_effect: str = "define"
+    #: What kvmio would need to compute the XML fix (e.g. the host's CPU count); None when nothing is missing.
+    needs: str | None = None
+
+    @property
+    def fixes_xml(self) -> bool:
+        return bool(self.edits)
+
+
+#: A rule's remedies on a target: (target, host facts) -> remedies, preferred first; [] when the target meets the rule.
+Remedies = Callable[[Target, HostFacts | None], list[Remedy]]
+
+
+def _effect(domain: Domain | None) -> str:
+    return "restart" if domain is not None and domain.running else "define"
+
+
+def _virt_xml_disk(disk: Disk, **options: str) -> str:
+    opts = ",".join(f"{k}={v}" for k, v in options.items())
+    return f"virt-xml {shlex.quote(disk.domain.name)} --edit target={shlex.quote(disk.target)} --disk {shlex.quote(opts)}"
+
+
+def _driver_fix(disk: Disk, summary: str, virt: dict[str, str] | None, **attrs: str) -> Remedy:
+    return Remedy(summary, [edits.disk_driver(disk.target, **attrs)],
+                  virt_xml=[_virt_xml_disk(disk, **virt)] if virt else [], takes_effect=_effect(disk.domain))
+
+
+# --- disk rules ----------------------------------------------------------------------------------------------------
+
+
+def _io_mode(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    if disk.io in VALID_IO_MODES:
+        return []
+    guess = difflib.get_close_matches(str(disk.io).replace("uring", "io_uring"), VALID_IO_MODES[:3], n=1, cutoff=0.6)
+    if guess:
+        return [_driver_fix(disk, f"{disk.id}: set io='{guess[0]}' (io={disk.io!r} is not a mode libvirt knows)",
+                            {"io": guess[0]}, io=guess[0])]
+    return [Remedy(f"{disk.id}: remove io={disk.io!r} (not a mode libvirt knows): QEMU then uses threads",
+                   [edits.disk_driver(disk.target, io=None)], takes_effect=_effect(disk.domain))]
+
+
+def _direct_io(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    if disk.effective_cache in DIRECT_CACHE_MODES:
+        return []
+    return [_driver_fix(disk, f"{disk.id}: set cache='none' (io='{disk.io}' needs O_DIRECT)", {"cache": "none"},
+                        cache="none")]
+
+
+def _not_sparse(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    allocation = disk.allocation
+    if allocation.thin is not True:
+        return []
+    out = []
+    if disk.source_file and disk.type == "file":
+        fmt = disk.format or "raw"
+        path = disk.source_file
+        tmp = f"{path}.prealloc"
+        out.append(Remedy(
+            f"{disk.id}: preallocate {path} (keeps io='native'); stop the domain first",
+            host_commands=[
+                f"qemu-img convert -p -O {shlex.quote(fmt)} -o preallocation=full {shlex.quote(path)} {shlex.quote(tmp)}",
+                f"chown --reference={shlex.quote(path)} {shlex.quote(tmp)}",
+                f"mv {shlex.quote(tmp)} {shlex.quote(path)}",
+            ],
+            takes_effect="restart" if disk.domain.running else "define",
+        ))
+    out.append(_driver_fix(disk, f"{disk.id}: set io='io_uring' (does not block while the image grows)",
+                           {"io": "io_uring"}, io="io_uring"))
+    return out
+
+
+def _io_uring_host(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    if facts is None:
+        return []
+    supported, why = facts.io_uring_support()
+    if supported is not False:
+        return []
+    out = []
+    if facts.io_uring_disabled not in (None, 0):
+        out.append(Remedy(
+            f"{facts.name}: allow io_uring (kernel.io_uring_disabled = {facts.io_uring_disabled})",
+            host_commands=["sysctl -w kernel.io_uring_disabled=0",
+                           "echo 'kernel.io_uring_disabled = 0' > /etc/sysctl.d/90-kvmio-io-uring.conf"],
+            takes_effect="live"))
+    else:
+        out.append(Remedy(f"{facts.name}: upgrade to kernel ≥ 5.10, QEMU ≥ 5.0, libvirt ≥ 6.3 ({why})",
+                          host_commands=["apt-get install --only-upgrade linux-image-amd64 qemu-system-x86 libvirt-daemon"],
+                          takes_effect="restart"))
+    native = _driver_fix(disk, f"{disk.id}: set io='native' until the host supports io_uring", {"io": "native"},
+                         io="native")
+    if disk.allocation.thin is not True and disk.effective_cache in DIRECT_CACHE_MODES:
+        out.append(native)
+    return out
+
+
+def _least_used(domain: Domain) -> int:
+    used: Counter[int] = Counter({t: 0 for t in domain.iothread_ids})
+    for disk in domain.disks:
+        used.update(t for t in disk.iothreads if t in used)
+    for ctl in domain.controllers:
+        used.update(t for t in ctl.iothreads if t in used)
+    return min(domain.iothread_ids, key=lambda t: (used[t], domain.iothread_ids.index(t)))
+
+
+def _pool_with(domain: Domain, wanted: list[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(list(domain.iothread_ids) + wanted))
+
+
+def _iothread(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    domain = disk.domain
+    ctl = disk.controller if not disk.is_virtio_blk else None
+    used = disk.iothreads if ctl is None else ctl.iothreads
+    owner = "its <driver>" if ctl is None else f"virtio-scsi controller {ctl.index}"
+    missing = [t for t in used if t not in domain.iothread_ids]
+    if used and not missing:
+        return []
+    if missing:
+        pool = _pool_with(domain, missing)
+        return [Remedy(f"{domain.id}: define IOThread(s) {missing} that {owner} of {disk.target} uses "
+                       f"(IOThreads {list(pool)})", [edits.iothread_pool(pool)], takes_effect=_effect(domain))]
+    if domain.iothread_ids:
+        tid, pool, grow = _least_used(domain), domain.iothread_ids, []
+        summary = f"{disk.id}: use the domain's IOThread {tid} (least used of {list(pool)})"
+    else:
+        tid, pool = 1, (1,)
+        grow = [edits.iothread_pool(pool)]
+        summary = f"{disk.id}: add <iothreads>1</iothreads> and use IOThread 1"
+    set_it = (edits.disk_driver(disk.target, iothread=str(tid)) if ctl is None
+              else edits.controller_driver("scsi", ctl.index, iothread=str(tid)))
+    virt = [_virt_xml_disk(disk, **{"driver.iothread": str(tid)})] if ctl is None and not grow else []
+    return [Remedy(summary + f" on {owner}", grow + [set_it], virt_xml=virt, takes_effect=_effect(domain))]
+
+
+def _multiqueue(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    queues, where = configured_queues(disk)
+    ctl = disk.controller if not disk.is_virtio_blk else None
+    mapping = disk.iothread_queues or (ctl.iothread_queues if ctl is not None else {})
+    effect = _effect(disk.domain)
+    if mapping:
+        mapped = sorted(q for ids in mapping.values() for q in ids)
+        if not mapped:
+            return []
+        count = queues if queues is not None else len(mapped)
+        unmapped = [q for q in range(count) if q not in mapped]
+        if not unmapped:
+            return []
+        threads = list(mapping)
+        additions: dict[int, list[int]] = {}
+        for i, queue in enumerate(unmapped):  # round-robin over the IOThreads the mapping already uses
+            additions.setdefault(threads[i % len(threads)], []).append(queue)
+        owner: tuple[str, str | int] = ("disk", disk.target) if ctl is None else ("controller", ctl.index)
+        shown = ", ".join(f"queues {q} to IOThread {t}" for t, q in additions.items())
+        return [Remedy(f"{disk.id}: map {shown}, keeping the existing mapping", [edits.map_queues(owner, additions)],
+                       takes_effect=effect)]
+    if queues is None:
+        queues, where = default_queues(disk.domain, facts.qemu if facts else None)
+        if queues is None:
+            return []
+    domain = disk.domain
+    if domain.vcpus <= queues <= domain.max_vcpus:
+        return []
+    wanted = str(domain.vcpus)
+    if ctl is None:
+        return [_driver_fix(disk, f"{disk.id}: set queues='{wanted}' ({where}; {domain.vcpus} vCPUs)",
+                            {"driver.queues": wanted}, queues=wanted)]
+    return [Remedy(f"{disk.id}: set queues='{wanted}' on virtio-scsi controller {ctl.index} ({where})",
+                   [edits.controller_driver("scsi", ctl.index, queues=wanted)], takes_effect=effect)]
+
+
+def _discard(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    if disk.discard == "unmap" or disk.allocation.thin is not True:
+        return []
+    return [_driver_fix(disk, f"{disk.id}: set discard='unmap' ({disk.allocation.why})", {"discard": "unmap"},
+                        discard="unmap")]
+
+
+def _cache_safe(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    if disk.effective_cache != "unsafe":
+        return []
+    return [_driver_fix(disk, f"{disk.id}: set cache='none' (cache='unsafe' ignores guest flushes)",
+                        {"cache": "none"}, cache="none")]
+
+
+def _vhost_memory(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    shared, why = disk.domain.shared_memory()
+    if shared:
+        return []
+    cells = len(disk.domain.numa_access)
+    what = "memAccess='shared' on every NUMA cell" if cells else "<memoryBacking> memfd with <access mode='shared'/>"
+    return [Remedy(f"{disk.domain.id}: share guest memory ({why}): {what}", [edits.shared_memory(cells)],
+                   takes_effect=_effect(disk.domain))]
+
+
+def _vhost_reconnect(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    disk = target.disk
+    assert disk is not None
+    if disk.reconnects:
+        return []
+    return [Remedy(f"{disk.id}: add <reconnect enabled='yes' timeout='{RECONNECT_TIMEOUT}'/> to its <source>",
+                   [edits.reconnect(disk.target, RECONNECT_TIMEOUT)], takes_effect=_effect(disk.domain))]
+
+
+# --- domain rules --------------------------------------------------------------------------------------------------
+
+
+def _pinned_apart(domain: Domain) -> bool:
+    """Return True when every IOThread is pinned to host CPUs no vCPU may use (domain-iothread-pinned holds)."""
+    if any(t not in domain.iothread_pins for t in domain.iothread_ids):
+        return False
+    for vcpu in range(domain.vcpus):
+        cpus = domain.vcpu_cpus(vcpu)
+        if domain.iothread_pins and (cpus is None or any(cpus & pin for pin in domain.iothread_pins.values())):
+            return False
+    return True
+
+
+def _pinned(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    domain = target.domain
+    assert domain is not None
+    if _pinned_apart(domain):
+        return []
+    cpus = facts.cpu_count if facts is not None else None
+    if cpus is None:
+        return [Remedy(f"{domain.id}: pin IOThreads {list(domain.iothread_ids)} to host CPUs no vCPU may use",
+                       needs="the host's CPU count: run against the host (--host) or pass --assume cpus=N")]
+    every = frozenset(range(cpus))
+    pinned_vcpus = {v: domain.vcpu_cpus(v) for v in range(domain.vcpus)}
+    held = frozenset().union(*(c for c in pinned_vcpus.values() if c is not None))
+    kept = {t: p for t, p in domain.iothread_pins.items() if not (p & held) and p <= every}
+    free = sorted(every - held - frozenset().union(*kept.values()))
+    # IOThreads already pinned apart stay; the others go to the highest host CPUs no pinned vCPU holds, and
+    # unpinned vCPUs get the rest.
+    reserved = frozenset(free[-1:]) if free else frozenset()
+    if not reserved and not kept:
+        return [Remedy(f"{domain.id}: every host CPU is held by a pinned vCPU; free one for the IOThreads",
+                       needs="a host CPU no vCPU is pinned to")]
+    io_cpus = reserved or frozenset().union(*kept.values())
+    vcpu_cpus = every - io_cpus - frozenset().union(*kept.values())
+    if not vcpu_cpus:
+        return [Remedy(f"{domain.id}: the host has {cpus} CPU(s): none left for vCPUs beside the IOThreads",
+                       needs="a host with at least 2 CPUs")]
+    iothread_pins = {t: format_cpuset(io_cpus) for t in domain.iothread_ids if t not in kept}
+    vcpu_pins = {v: format_cpuset(vcpu_cpus) for v, c in pinned_vcpus.items() if c is None or c & io_cpus}
+    if not iothread_pins and not vcpu_pins:
+        return []
+    parts = []
+    if iothread_pins:
+        parts.append(f"IOThread(s) {sorted(iothread_pins)} on host CPU {format_cpuset(io_cpus)}")
+    if vcpu_pins:
+        parts.append(f"vCPU(s) {sorted(vcpu_pins)} on {format_cpuset(vcpu_cpus)}")
+    return [Remedy(f"{domain.id}: pin " + " and ".join(parts) + f" (host has {cpus} CPUs)",
+                   [edits.pins(vcpu_pins, iothread_pins)], takes_effect=_effect(domain))]
+
+
+# --- host and guest rules: text and commands, never applied -------------------------------------------------------
+
+_PACKAGES = {"host-kernel-min": ("kernel ≥ 5.10", "linux-image-amd64"), "host-qemu-min": ("QEMU ≥ 5.0", "qemu-system-x86"),
+             "host-libvirt-min": ("libvirt ≥ 6.3", "libvirt-daemon")}
+
+
+def _host_text(rule: str) -> Remedies:
+    def remedy(target: Target, facts: HostFacts | None) -> list[Remedy]:
+        name = target.host.name
+        if rule in _PACKAGES:
+            what, package = _PACKAGES[rule]
+            return [Remedy(f"{name}: upgrade to {what}", host_commands=[f"apt-get install --only-upgrade {package}"],
+                           takes_effect="restart")]
+        if rule == "host-io-uring-enabled":
+            return [Remedy(f"{name}: set kernel.io_uring_disabled = 0",
+                           host_commands=["sysctl -w kernel.io_uring_disabled=0",
+                                          "echo 'kernel.io_uring_disabled = 0' > /etc/sysctl.d/90-kvmio-io-uring.conf"],
+                           takes_effect="live")]
+        if rule == "host-scheduler-none":
+            devices = [b.name for b in (facts.block_devices if facts else [])
+                       if not b.is_virtual and (b.is_nvme or b.rotational is False) and b.scheduler not in (None, "none")]
+            return [Remedy(f"{name}: scheduler none on {', '.join(devices) or 'its flash devices'} (now and at boot)",
+                           host_commands=[f"echo none > /sys/block/{d}/queue/scheduler" for d in devices] + [
+                               "echo 'ACTION==\"add|change\", KERNEL==\"nvme[0-9]*n[0-9]*|sd[a-z]*\", "
+                               "ATTR{queue/rotational}==\"0\", ATTR{queue/scheduler}=\"none\"' "
+                               "> /etc/udev/rules.d/60-kvmio-scheduler.rules"],
+                           takes_effect="live")]
+        if rule in ("disk-vhost-backend-queues", "disk-vhost-backend-serving"):
+            disk = target.disk
+            sock = disk.source_path if disk is not None else None
+            what = ("start the vhost-user backend serving" if rule.endswith("serving")
+                    else "start the vhost-user backend with at least as many queues as the disk asks for, serving")
+            return [Remedy(f"{target.id}: {what} {sock}", takes_effect="live")]
+        return []
+    return remedy
+
+
+def _guest_text(rule: str) -> Remedies:
+    def remedy(target: Target, facts: HostFacts | None) -> list[Remedy]:
+        if rule == "guest-scheduler-none":
+            return [Remedy(f"{target.id}: in the guest, scheduler none on virtio disks (now and at boot)",
+                           guest_commands=["for q in /sys/block/vd*/queue/scheduler; do echo none > \"$q\"; done",
+                                           "echo 'ACTION==\"add|change\", KERNEL==\"vd[a-z]*\", "
+                                           "ATTR{queue/scheduler}=\"none\"' > /etc/udev/rules.d/60-kvmio-scheduler.rules"],
+                           takes_effect="live")]
+        if rule == "guest-queues-active":
+            return [Remedy(f"{target.id}: the guest's virtio driver opens fewer queues than configured; use a guest "
+                           "kernel ≥ 5.0 (virtio-blk multiqueue) or check virtio_blk.num_request_queues on its command line",
+                           takes_effect="restart")]
+        if rule == "guest-irq-spread":
+            return [Remedy(f"{target.id}: spread the disk's virtio interrupts in the guest (irqbalance, or "
+                           "smp_affinity per queue)", guest_commands=["systemctl enable --now irqbalance"],
+                           takes_effect="live")]
+        return []
+    return remedy
+
+
+XML_REMEDIES: dict[str, Remedies] = {
+    "disk-io-mode-valid": _io_mode,
+    "disk-direct-io-for-async": _direct_io,
+    "disk-native-not-sparse": _not_sparse,
+    "disk-iothread-assigned": _iothread,
+    "disk-multiqueue": _multiqueue,
+    "disk-discard-unmap": _discard,
+    "disk-cache-safe": _cache_safe,
+    "disk-vhost-shared-memory": _vhost_memory,
+    "disk-vhost-reconnect": _vhost_reconnect,
+    "domain-iothread-pinned": _pinned,
+}
+OTHER_REMEDIES: dict[str, Remedies] = {
+    "disk-io-uring-supported": _io_uring_host,
+    **{r: _host_text(r) for r in ("host-kernel-min", "host-qemu-min", "host-libvirt-min", "host-io-uring-enabled",
+                                   "host-scheduler-none", "disk-vhost-backend-queues", "disk-vhost-backend-serving")},
+    **{r: _guest_text(r) for r in ("guest-scheduler-none", "guest-queues-active", "guest-irq-spread")},
+}
+
+
+def remedies(rule: str, target: Target, facts: HostFacts | None) -> list[Remedy]:
+    """Return the fixes of `rule` on `target`, preferred first ([] when it meets the rule or the rule has none)."""
+    entry = lookup(rule)
+    if entry is not None and entry.applies is not None and entry.fix != "measurement":
+        if entry.applies(Scope(target)) is not None:
+            return []
+    found = XML_REMEDIES.get(rule) or OTHER_REMEDIES.get(rule)
+    return found(target, facts) if found else []
+
+
+def offline_target(domain: Domain, facts: HostFacts, disk: Disk | None = None) -> Target:
+    """Return a target of a domain (or one of its disks) on a host with `facts`."""
+    host = HostTarget(name=facts.name, spec=None, facts=facts, domains=[domain])
+    return Target(host, domain, disk)
