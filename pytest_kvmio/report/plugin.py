@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.report import cpucost
+from pytest_kvmio.report.fixes import FixPlugin
 from pytest_kvmio.report.gate import (
     Gate,
     describe_hosts,
@@ -41,6 +42,7 @@ def register(config: pytest.Config) -> None:
     if waivers is not None:
         config.pluginmanager.register(waivers, "kvmio-waivers")
     config.pluginmanager.register(ReportingPlugin(config, waivers), "kvmio-reporting")
+    config.pluginmanager.register(FixPlugin(config), "kvmio-fixes")  # after the record is built: it adds `fix`
     if config.pluginmanager.hasplugin("allure_pytest") and getattr(config.option, "allure_report_dir", None):
         # Imported here: only where allure-pytest is loaded and enabled.
         from pytest_kvmio.report.allure import AllureKvmio

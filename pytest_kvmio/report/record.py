@@ -36,6 +36,7 @@ class VerdictRecord(TypedDict, total=False):
     message: str
     note: str  # shown for a pass (e.g. cache=writeback)
     waiver: dict[str, Any]
+    fix: dict[str, Any]  # a failed verdict's fix: summary, xml_patch, virt_xml, host_commands, takes_effect
 #: The test report attribute that carries an item's verdict record. A plain JSON-able dict, so it
 #: travels from pytest-xdist workers to the controller with the report, and it stays out of JUnit
 #: (whose xunit2 family allows no per-testcase properties) and out of `user_properties`.
@@ -100,6 +101,8 @@ class Verdict:
     nodeid: str = ""
     duration: float = 0.0
     waiver: dict[str, Any] | None = None
+    #: A failed verdict's fix (report/fixes.py): summary, xml_patch, virt_xml, host_commands, takes_effect.
+    fix: dict[str, Any] | None = None
 
 
 def message_of(report: pytest.TestReport) -> str:
@@ -150,6 +153,7 @@ class VerdictCollector:
             verdict.message = str(record.get("message") or message_of(report))
             if record.get(REC_WAIVER):
                 verdict.waiver = dict(record[REC_WAIVER])
+            verdict.fix = dict(record["fix"]) if outcome == "failed" and record.get("fix") else None
         if report.when == "call" and report.passed and record.get(REC_NOTE):
             verdict.message = str(record[REC_NOTE])
 
@@ -198,7 +202,8 @@ def write_json(
         "totals": {o: totals.get(o, 0) for o in OUTCOMES} | {NOT_APPLICABLE: sum((not_applicable or {}).values())},
         "rules": summary_counts(verdicts, not_applicable),
         "verdicts": [
-            {k: v for k, v in asdict(verdict).items() if k != "duration"} for verdict in verdicts
+            {k: v for k, v in asdict(verdict).items() if k != "duration" and (k != "fix" or v is not None)}
+            for verdict in verdicts
         ],
         **extra,
     }
