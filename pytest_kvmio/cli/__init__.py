@@ -1,4 +1,4 @@
-"""The `kvmio` command: lab management, fio result inspection, baselines, the rule catalogue, A/B experiments."""
+"""The `kvmio` command: lab management, fio result inspection, baselines, the rule catalogue, A/B experiments, fixes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pytest_kvmio import __version__
 from pytest_kvmio.cli import ab as ab_cli
 from pytest_kvmio.cli import baseline as baseline_cli
 from pytest_kvmio.cli import fio as fio_cli
+from pytest_kvmio.cli import fix as fix_cli
 from pytest_kvmio.cli import rules as rules_cli
 from pytest_kvmio.errors import CommandError, InputError
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     baseline_cli.add_parser(sub)
     rules_cli.add_parser(sub)
     ab_cli.add_parser(sub)
+    fix_cli.add_parser(sub)
     return parser
 
 

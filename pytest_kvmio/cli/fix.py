@@ -1,0 +1,182 @@
+"""`kvmio fix`: patch domain XML so that the rules kvmio can fix in XML pass.
+
+Offline, `kvmio fix FILE... --out DIR` writes fixed copies (same names) into DIR. Live, `kvmio fix --host HOST
+--domain GLOB` prints the diffs and commands (a dry run); only `--apply` defines the patched XML, over a read-write
+connection. Exit 0 when every XML-fixable failure is fixed, 1 when some remain (each listed with why), 4 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from lxml import etree
+
+from pytest_kvmio.collect.connection import HostUnreachable, open_connection, parse_host_spec
+from pytest_kvmio.collect.facts import HostFacts, assumed_facts
+from pytest_kvmio.collect.targets import load_host
+from pytest_kvmio.errors import CommandError, InputError
+from pytest_kvmio.fix.patch import FixResult, fix_domain, parse_root
+from pytest_kvmio.fix.remedies import OTHER_REMEDIES, XML_REMEDIES
+from pytest_kvmio.model.domain import _PARSER, DomainXMLError
+from pytest_kvmio.model.redact import redact_uri
+from pytest_kvmio.settings import assumptions
+
+#: libvirt's flags: the inactive (persistent) definition, with its secrets (so defining it back drops none).
+XML_INACTIVE, XML_SECURE = 2, 1
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the `fix` subcommand to the `kvmio` subparsers `sub`."""
+    parser = sub.add_parser("fix", help="patch domain XML so the XML-fixable rules pass", description=__doc__)
+    parser.add_argument("files", nargs="*", metavar="FILE", help="domain XML files (offline)")
+    parser.add_argument("--out", metavar="DIR", help="offline: write the fixed copies here, under the same names")
+    parser.add_argument("--diff", action="store_true", help="print the diff of each changed file")
+    parser.add_argument("--rule", action="append", metavar="ID", help="only these rules (repeatable)")
+    parser.add_argument("--assume", metavar="FACTS", help="offline host facts, e.g. cpus=16,qemu=7.2")
+    parser.add_argument("--host", metavar="HOST", help="live: the hypervisor (local, hv01, ssh://...)")
+    parser.add_argument("--domain", metavar="GLOB", help="live: the domains to fix")
+    parser.add_argument("--libvirt-uri", metavar="URI", help="live: libvirt URI template (default as for pytest)")
+    parser.add_argument("--apply", action="store_true", help="live: define the patched XML (never by default)")
+    parser.set_defaults(func=run_fix)
+    return parser
+
+
+def _rules(args: argparse.Namespace) -> list[str]:
+    known = {**XML_REMEDIES, **OTHER_REMEDIES}
+    if not args.rule:
+        return list(XML_REMEDIES)
+    unknown = [r for r in args.rule if r not in known]
+    if unknown:
+        raise InputError(f"--rule {', '.join(unknown)}: not a rule kvmio has fixes for; one of {', '.join(sorted(known))}")
+    return list(args.rule)
+
+
+def run_fix(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Fix files (offline) or a host's domains (live)."""
+    out = out or sys.stdout
+    rules = _rules(args)
+    if args.host:
+        if args.files or args.out or args.assume:
+            raise InputError("--host fixes live domains; FILE, --out and --assume are for offline files: pass one or the other")
+        if not args.domain:
+            raise InputError("--host needs --domain GLOB (which domains to fix)")
+        return _live(args, rules, out)
+    if args.apply or args.domain or args.libvirt_uri:
+        raise InputError("--apply, --domain and --libvirt-uri need --host")
+    if not args.files:
+        raise InputError("give domain XML FILEs (with --out DIR), or --host HOST --domain GLOB")
+    if not args.out:
+        raise InputError("--out DIR: where to write the fixed copies (the inputs are never changed)")
+    return _offline(args, rules, out)
+
+
+def _offline(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
+    try:
+        facts = assumed_facts("offline", assumptions(args.assume)) if args.assume else HostFacts(name="offline", offline=True)
+    except ValueError as exc:
+        raise InputError(f"--assume: {exc}") from None
+    files = _files(args.files)
+    outdir = Path(args.out)
+    if any(outdir.resolve() == f.parent.resolve() for f in files):
+        raise InputError(f"--out {args.out}: is where the inputs are; give another directory (the inputs are never changed)")
+    names = [f.name for f in files]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"{', '.join(repeated)}: several inputs have this name; --out keeps names, so fix them in separate runs")
+    outdir.mkdir(parents=True, exist_ok=True)
+    left = 0
+    for path in files:
+        try:
+            root = parse_root(path.read_bytes(), str(path))
+        except DomainXMLError as exc:
+            raise InputError(str(exc)) from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+        result = fix_domain(root, facts, rules, source=str(path))
+        (outdir / path.name).write_bytes(etree.tostring(root, xml_declaration=False, encoding="utf-8") + b"\n")
+        left += _report(result, path.name, args.diff, out)
+    return 1 if left else 0
+
+
+def _files(raw: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in raw:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(path.glob("*.xml"))
+            if not found:
+                raise InputError(f"{item}: directory holds no *.xml file")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"{item}: no such file or directory")
+    return files
+
+
+def _report(result: FixResult, label: str, diff: bool, out: TextIO, applied: bool = False) -> int:
+    """Print what was fixed and what is left; return how many are left."""
+    if diff and result.changed:
+        out.write(result.diff(label))
+    for finding in result.fixed:
+        remedy = finding.applied
+        assert remedy is not None
+        out.write(f"{label}: fixed {finding.rule}: {remedy.summary} (takes effect: {remedy.takes_effect})\n")
+        for cmd in remedy.virt_xml:
+            out.write(f"    {cmd}\n")
+        preferred = finding.remedies[0]
+        if preferred is not remedy:
+            out.write(f"    preferred instead: {preferred.summary}\n")
+            for cmd in preferred.host_commands:
+                out.write(f"      {cmd}\n")
+    for finding in result.left:
+        out.write(f"{label}: left {finding.rule} on {finding.target}: {finding.why_left}\n")
+    if not result.fixed and not result.left:
+        out.write(f"{label}: nothing to fix\n")
+    return len(result.left)
+
+
+def _live(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
+    try:
+        spec = parse_host_spec(args.host)
+    except ValueError as exc:
+        raise InputError(f"--host {args.host!r}: {exc}") from None
+    host = load_host(spec, args.libvirt_uri, lambda msg: print(msg, file=sys.stderr))
+    if host.error:
+        raise CommandError(host.error)
+    chosen = [d for d in host.domains if fnmatch.fnmatchcase(d.name, args.domain)]
+    if not chosen:
+        raise InputError(f"--domain {args.domain!r}: matches none of {spec.name}'s domains ({', '.join(d.name for d in host.domains)})")
+    uri = spec.libvirt_uri(args.libvirt_uri)
+    conn = host.connection
+    if args.apply:
+        try:
+            conn = open_connection(uri, host=spec.name, readonly=False)
+        except HostUnreachable as exc:
+            raise CommandError(str(exc)) from None
+    left = 0
+    for domain in chosen:
+        flags = XML_INACTIVE | (XML_SECURE if args.apply else 0)
+        text = conn.lookupByName(domain.name).XMLDesc(flags)
+        root = etree.fromstring(text.encode(), parser=_PARSER)  # with --apply: secrets inside; never printed
+        result = fix_domain(root, host.facts, rules, source=f"{spec.name}/{domain.name}", running=domain.running,
+                            template=domain)
+        left += _report(result, f"{domain.name}.xml", True, out)
+        for finding in result.fixed + result.left:
+            for remedy in finding.remedies:
+                for cmd in remedy.host_commands if not remedy.fixes_xml else []:
+                    out.write(f"    host: {cmd}\n")
+        if not result.changed:
+            continue
+        if not args.apply:
+            out.write(f"{domain.name}: dry run; pass --apply to define the patched XML\n")
+            continue
+        conn.defineXML(etree.tostring(root, encoding="unicode"))
+        restart = domain.running and any(f.applied and f.applied.takes_effect == "restart" for f in result.fixed)
+        out.write(f"{domain.name}: defined on {redact_uri(uri)}"
+                  + ("; restart the domain (shut down, then start) for the changes to take effect\n" if restart else "\n"))
+    return 1 if left else 0
