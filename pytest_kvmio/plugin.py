@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -41,7 +43,7 @@ from pytest_kvmio.report.record import (
     message_of,
 )
 from pytest_kvmio.settings import check_conflicts, setting, validate_all
-from pytest_kvmio.state import CASES, STATE, KvmioState
+from pytest_kvmio.state import CASES, STATE, TARGET_OPTIONS, KvmioState
 
 #: Fixtures that make a test per target, from the finest level down.
 LEVEL_FIXTURES = (("disk", ("disk", "fio")), ("domain", ("domain", "guest")), ("host", ("host", "hypervisor")))
@@ -128,10 +130,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
     config.pluginmanager.register(xdist_groups, "kvmio-xdist-groups")
     reporting.register(config)  # waivers, the gate, the ticket line, Allure
+    _one_line_per_failure(config)
     # testinfra logs every command it runs, `sshpass -p PASSWORD` included, into pytest's log capture.
     testinfra_log = logging.getLogger("testinfra")
     if not any(isinstance(f, RedactingFilter) for f in testinfra_log.filters):
         testinfra_log.addFilter(RedactingFilter())
+
+
+def _one_line_per_failure(config: pytest.Config) -> None:
+    """Show each failure on one line (`--tb=line`) in runs that check kvmio targets, unless --tb was chosen.
+
+    A rule's failure message already names the target, the values seen and the fix; the rule's source
+    lines add nothing. And pytest prints tracebacks in time quadratic in the number of reports (for each
+    failure it scans every report for teardown output: pytest-dev/pytest#13360), so 1,858 failures among
+    83,000 reports took longer than the whole run. `--tb=auto` (or any --tb) brings tracebacks back.
+    """
+    if config.option.tbstyle != "auto" or not any(config.getoption(o, None) for o in TARGET_OPTIONS):
+        return
+    given = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    given += [str(a) for a in config.getini("addopts")]
+    if not any(str(a).startswith("--tb") for a in given):
+        config.option.tbstyle = "line"
 
 
 def _level(fixturenames: list[str]) -> str | None:
@@ -310,36 +329,44 @@ def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     """Attach the item's verdict record to its report: built once here, read by every reporter."""
     report = yield
-    rule = catalogue.rule_of(item)
-    if rule is None:
+    base = item.stash.get(RECORD_BASE, None)
+    if base is None:  # what every phase's record says alike: built at the first report of the item
+        rule = catalogue.rule_of(item)
+        if rule is None:
+            base = item.stash[RECORD_BASE] = {}
+        else:
+            target = item_target(item)
+            base = item.stash[RECORD_BASE] = _jsonable({
+                "rule": rule[0],
+                "severity": rule[1],
+                "target": (_target_id(target) if target else item.name).removesuffix("/unreachable"),
+                "source": _source_file(item.config, target),
+                "params": _case_params(item),
+            })
+    if not base:
         return report
-    target = item_target(item)
-    target_id = (_target_id(target) if target else item.name).removesuffix("/unreachable")
+    record = cast(VerdictRecord, dict(base))
+    record["facts"] = _verdict_facts(item, item_target(item))  # JSON-able; shared by the reports of a target
     marks = item_record(item)
-    record: VerdictRecord = {
-        "rule": rule[0],
-        "severity": rule[1],
-        "target": target_id,
-        "source": _source_file(item.config, target),
-        "facts": _verdict_facts(item, target),
-        "params": _case_params(item),
-    }
     if report.when == "call":  # what the rule, the waivers or the perf glue set while the item ran
         for key in (REC_OUTCOME, REC_NOTE, REC_WAIVER):
             if marks.get(key) is not None:
-                record[key] = marks[key]
+                record[key] = _jsonable(marks[key])  # type: ignore[literal-required]
     if not report.passed:
         message = message_of(report)
         if report.when == "call" and report.failed and not hasattr(report, "wasxfail") and not is_rule_failure(call):
             record[REC_OUTCOME] = "error"
-            message = f"kvmio could not judge {rule[0]} on {target_id}: {message}"
+            message = f"kvmio could not judge {record['rule']} on {record['target']}: {message}"
         if record["source"] and record["source"] not in message:
             message += f" [{record['source']}]"
         record["message"] = message
-        _name_rule_in_longrepr(report, rule[0], message)
-    facts = record.pop("facts")  # already JSON-able (and shared between the reports of a target)
-    setattr(report, REPORT_ATTR, _jsonable(record) | {"facts": facts})
+        _name_rule_in_longrepr(report, record["rule"], message)
+    setattr(report, REPORT_ATTR, record)
     return report
+
+
+#: Per item: the part of its verdict record that is the same in every phase's report.
+RECORD_BASE = pytest.StashKey[dict[str, Any]]()
 
 
 def _case_params(item: pytest.Item) -> dict[str, Any]:
