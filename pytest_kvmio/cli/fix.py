@@ -33,7 +33,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the `fix` subcommand to the `kvmio` subparsers `sub`."""
     parser = sub.add_parser("fix", help="patch domain XML so the XML-fixable rules pass", description=__doc__)
     parser.add_argument("files", nargs="*", metavar="FILE", help="domain XML files (offline)")
-    parser.add_argument("--out", metavar="DIR", help="offline: write the fixed copies here, under the same names")
+    parser.add_argument("--out", metavar="DIR", help="write the fixed copies here, under the same names "
+                        "(live: DOMAIN.xml, redacted, for review)")
     parser.add_argument("--diff", action="store_true", help="print the diff of each changed file")
     parser.add_argument("--rule", action="append", metavar="ID", help="only these rules (repeatable)")
     parser.add_argument("--assume", metavar="FACTS", help="offline host facts, e.g. cpus=16,qemu=7.2")
@@ -60,8 +61,8 @@ def run_fix(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     rules = _rules(args)
     if args.host:
-        if args.files or args.out or args.assume:
-            raise InputError("--host fixes live domains; FILE, --out and --assume are for offline files: pass one or the other")
+        if args.files or args.assume:
+            raise InputError("--host fixes live domains; FILE and --assume are for offline files: pass one or the other")
         if not args.domain:
             raise InputError("--host needs --domain GLOB (which domains to fix)")
         return _live(args, rules, out)
@@ -158,6 +159,9 @@ def _live(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
             conn = open_connection(uri, host=spec.name, readonly=False)
         except HostUnreachable as exc:
             raise CommandError(str(exc)) from None
+    outdir = Path(args.out) if args.out else None
+    if outdir is not None:
+        outdir.mkdir(parents=True, exist_ok=True)
     left = 0
     for domain in chosen:
         flags = XML_INACTIVE | (XML_SECURE if args.apply else 0)
@@ -166,10 +170,8 @@ def _live(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
         result = fix_domain(root, host.facts, rules, source=f"{spec.name}/{domain.name}", running=domain.running,
                             template=domain)
         left += _report(result, f"{domain.name}.xml", True, out)
-        for finding in result.fixed + result.left:
-            for remedy in finding.remedies:
-                for cmd in remedy.host_commands if not remedy.fixes_xml else []:
-                    out.write(f"    host: {cmd}\n")
+        if outdir is not None:  # the redacted patched XML, for review: never the secure one
+            (outdir / f"{domain.name}.xml").write_text(result.after + "\n")
         if not result.changed:
             continue
         if not args.apply:

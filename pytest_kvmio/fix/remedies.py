@@ -295,8 +295,9 @@ def _pinned(target: Target, facts: HostFacts | None) -> list[Remedy]:
     io_cpus = reserved or frozenset().union(*kept.values())
     vcpu_cpus = every - io_cpus - frozenset().union(*kept.values())
     if not vcpu_cpus:
-        return [Remedy(f"{domain.id}: the host has {cpus} CPU(s): none left for vCPUs beside the IOThreads",
-                       needs="a host with at least 2 CPUs")]
+        return [Remedy(f"{domain.id}: the host has {cpus} CPU(s): none left for vCPUs beside the IOThreads' "
+                       f"{format_cpuset(io_cpus | frozenset().union(*kept.values()))}",
+                       needs=f"a host CPU for the vCPUs besides the IOThreads' (the host has {cpus})")]
     iothread_pins = {t: format_cpuset(io_cpus) for t in domain.iothread_ids if t not in kept}
     vcpu_pins = {v: format_cpuset(vcpu_cpus) for v, c in pinned_vcpus.items() if c is None or c & io_cpus}
     if not iothread_pins and not vcpu_pins:
