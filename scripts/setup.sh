@@ -11,6 +11,7 @@ APT_PACKAGES=(
   e2fsprogs dosfstools                                                # filesystems the scratch-disk checks must refuse
   openssh-server openssh-client                                       # the remote path on loopback
   libxml2-utils                                                       # virt-xml-validate
+  virtinst                                                            # virt-xml: kvmio fix prints its commands; tests apply them
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
