@@ -180,3 +180,24 @@ def test_the_corpus_is_fixed_no_rule_newly_fails_and_valid_files_stay_valid(pyte
         pytest.skip("virt-xml-validate (libvirt-clients) not installed: validity not checked")
     broken = [p.name for p in sorted(corpus.glob("*.xml")) if _valid(p) and not _valid(fixed / p.name)]
     assert not broken, f"valid before the fix, invalid after: {broken}"
+
+
+def test_live_fix_is_a_dry_run_without_apply(tmp_path: Path) -> None:
+    run = kvmio("fix", "--host=local", "--libvirt-uri=test:///default", "--domain=test", "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "test: dry run; pass --apply to define the patched XML" in run.stdout and "defined on" not in run.stdout
+    assert "+  <iothreads>1</iothreads>" in run.stdout
+    assert "<iothreads>1</iothreads>" in (tmp_path / "test.xml").read_text()
+    none = kvmio("fix", "--host=local", "--libvirt-uri=test:///default", "--domain=nothing-*")
+    assert none.returncode == 4 and "matches none" in none.stderr
+
+
+def test_allure_attaches_the_fix_diff(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("allure_pytest")
+    results = pytester.path / "allure"
+    pytester.runpytest_subprocess(str(SUITES / "test_disks.py"), "--domain-xml", str(DATA / "domains" / "handwritten-typos.xml"),
+                                  f"--alluredir={results}", "-p", "no:cacheprovider")
+    diffs = [a for f in results.glob("*-result.json") for a in json.loads(f.read_text()).get("attachments", [])
+             if a["name"] == "fix.diff"]
+    assert len(diffs) == 4
+    assert all((results / a["source"]).read_text().startswith("--- a/tmpl-typos.xml") for a in diffs)
