@@ -15,13 +15,17 @@ from typing import Any, TextIO
 
 from lxml import etree
 
-from pytest_kvmio.collect.connection import HostUnreachable, open_connection, parse_host_spec
+from pytest_kvmio.collect.connection import (
+    HostUnreachable,
+    open_connection,
+    parse_host_spec,
+)
 from pytest_kvmio.collect.facts import HostFacts, assumed_facts
 from pytest_kvmio.collect.targets import load_host
 from pytest_kvmio.errors import CommandError, InputError
 from pytest_kvmio.fix.patch import FixResult, fix_domain, parse_root
 from pytest_kvmio.fix.remedies import OTHER_REMEDIES, XML_REMEDIES
-from pytest_kvmio.model.domain import _PARSER, DomainXMLError
+from pytest_kvmio.model.domain import DomainXMLError
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.settings import assumptions
 
@@ -127,13 +131,11 @@ def _report(result: FixResult, label: str, diff: bool, out: TextIO, applied: boo
         remedy = finding.applied
         assert remedy is not None
         out.write(f"{label}: fixed {finding.rule}: {remedy.summary} (takes effect: {remedy.takes_effect})\n")
-        for cmd in remedy.virt_xml:
-            out.write(f"    {cmd}\n")
+        out.writelines(f"    {cmd}\n" for cmd in remedy.virt_xml)
         preferred = finding.remedies[0]
         if preferred is not remedy:
             out.write(f"    preferred instead: {preferred.summary}\n")
-            for cmd in preferred.host_commands:
-                out.write(f"      {cmd}\n")
+            out.writelines(f"      {cmd}\n" for cmd in preferred.host_commands)
     for finding in result.left:
         out.write(f"{label}: left {finding.rule} on {finding.target}: {finding.why_left}\n")
     if not result.fixed and not result.left:
@@ -166,7 +168,7 @@ def _live(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
     for domain in chosen:
         flags = XML_INACTIVE | (XML_SECURE if args.apply else 0)
         text = conn.lookupByName(domain.name).XMLDesc(flags)
-        root = etree.fromstring(text.encode(), parser=_PARSER)  # with --apply: secrets inside; never printed
+        root = parse_root(text.encode(), f"{spec.name}/{domain.name}")  # with --apply: secrets inside; never printed
         result = fix_domain(root, host.facts, rules, source=f"{spec.name}/{domain.name}", running=domain.running,
                             template=domain)
         left += _report(result, f"{domain.name}.xml", True, out)

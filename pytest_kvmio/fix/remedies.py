@@ -19,7 +19,13 @@ from pytest_kvmio.collect.facts import HostFacts
 from pytest_kvmio.collect.targets import HostTarget, Target
 from pytest_kvmio.fix import edits
 from pytest_kvmio.model.cpuset import format_cpuset
-from pytest_kvmio.model.domain import VALID_IO_MODES, Disk, Domain, configured_queues, default_queues
+from pytest_kvmio.model.domain import (
+    VALID_IO_MODES,
+    Disk,
+    Domain,
+    configured_queues,
+    default_queues,
+)
 
 #: When a change takes effect: `define` (a file or a stopped domain: when it is defined), `restart` (a running domain
 #: needs a full stop and start), `live` (at once, on a running host or guest).
@@ -334,9 +340,9 @@ def _host_text(rule: str) -> Remedies:
                        if not b.is_virtual and (b.is_nvme or b.rotational is False) and b.scheduler not in (None, "none")]
             return [Remedy(f"{name}: scheduler none on {', '.join(devices) or 'its flash devices'} (now and at boot)",
                            host_commands=[f"echo none > /sys/block/{d}/queue/scheduler" for d in devices] + [
-                               "echo 'ACTION==\"add|change\", KERNEL==\"nvme[0-9]*n[0-9]*|sd[a-z]*\", "
-                               "ATTR{queue/rotational}==\"0\", ATTR{queue/scheduler}=\"none\"' "
-                               "> /etc/udev/rules.d/60-kvmio-scheduler.rules"],
+                               ("echo 'ACTION==\"add|change\", KERNEL==\"nvme[0-9]*n[0-9]*|sd[a-z]*\", "
+                                "ATTR{queue/rotational}==\"0\", ATTR{queue/scheduler}=\"none\"' "
+                                "> /etc/udev/rules.d/60-kvmio-scheduler.rules")],
                            takes_effect="live")]
         if rule in ("disk-vhost-backend-queues", "disk-vhost-backend-serving"):
             disk = target.disk
@@ -353,8 +359,8 @@ def _guest_text(rule: str) -> Remedies:
         if rule == "guest-scheduler-none":
             return [Remedy(f"{target.id}: in the guest, scheduler none on virtio disks (now and at boot)",
                            guest_commands=["for q in /sys/block/vd*/queue/scheduler; do echo none > \"$q\"; done",
-                                           "echo 'ACTION==\"add|change\", KERNEL==\"vd[a-z]*\", "
-                                           "ATTR{queue/scheduler}=\"none\"' > /etc/udev/rules.d/60-kvmio-scheduler.rules"],
+                                           ("echo 'ACTION==\"add|change\", KERNEL==\"vd[a-z]*\", "
+                                            "ATTR{queue/scheduler}=\"none\"' > /etc/udev/rules.d/60-kvmio-scheduler.rules")],
                            takes_effect="live")]
         if rule == "guest-queues-active":
             return [Remedy(f"{target.id}: the guest's virtio driver opens fewer queues than configured; use a guest "
@@ -391,9 +397,8 @@ OTHER_REMEDIES: dict[str, Remedies] = {
 def remedies(rule: str, target: Target, facts: HostFacts | None) -> list[Remedy]:
     """Return the fixes of `rule` on `target`, preferred first ([] when it meets the rule or the rule has none)."""
     entry = lookup(rule)
-    if entry is not None and entry.applies is not None and entry.fix != "measurement":
-        if entry.applies(Scope(target)) is not None:
-            return []
+    if entry is not None and entry.applies is not None and entry.fix != "measurement" and entry.applies(Scope(target)):
+        return []
     found = XML_REMEDIES.get(rule) or OTHER_REMEDIES.get(rule)
     return found(target, facts) if found else []
 
