@@ -201,3 +201,38 @@ def test_allure_attaches_the_fix_diff(pytester: pytest.Pytester) -> None:
              if a["name"] == "fix.diff"]
     assert len(diffs) == 4
     assert all((results / a["source"]).read_text().startswith("--- a/tmpl-typos.xml") for a in diffs)
+
+
+def test_every_catalogue_rule_has_its_kind_of_fix() -> None:
+    from pytest_kvmio.catalogue import RULES
+    from pytest_kvmio.fix.remedies import OTHER_REMEDIES, XML_REMEDIES
+
+    assert {r.id for r in RULES if r.fix == "xml"} == set(XML_REMEDIES)
+    assert {r.id for r in RULES if r.fix in ("host", "guest")} == set(OTHER_REMEDIES)
+
+
+def test_apply_defines_the_secure_xml_patched_and_prints_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import io
+
+    import libvirt
+
+    from pytest_kvmio.cli.fix import add_parser, run_fix
+
+    conn = libvirt.open("test:///default")  # the test driver's state is shared by the connections of this process
+    name = "kvmio-fixcheck-secure"
+    xml = _domain(_disk("cache='unsafe'") + "<graphics type='vnc' passwd='s3cret-pw'/>").replace(
+        b"<name>vm</name>", f"<name>{name}</name><memory unit='KiB'>65536</memory>".encode())
+    dom = conn.defineXML(xml.decode())
+    try:
+        parser = argparse.ArgumentParser()
+        args = add_parser(parser.add_subparsers()).parse_args(
+            ["--host=local", "--libvirt-uri=test:///default", f"--domain={name}", "--rule=disk-cache-safe", "--apply"])
+        out = io.StringIO()
+        assert run_fix(args, out) == 0
+        printed = out.getvalue() + capsys.readouterr().err
+        assert "s3cret-pw" not in printed and 'cache="none"' in printed and f"{name}: defined on test:///default" in printed
+        defined = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_INACTIVE)
+        assert "s3cret-pw" in defined and "cache='none'" in defined
+    finally:
+        dom.undefine()
