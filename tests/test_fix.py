@@ -236,3 +236,15 @@ def test_apply_defines_the_secure_xml_patched_and_prints_no_secret(capsys: pytes
         assert "s3cret-pw" in defined and "cache='none'" in defined
     finally:
         dom.undefine()
+
+
+def test_an_edit_that_changes_nothing_is_left_with_why_not_looped_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_kvmio.fix import remedies as module
+
+    def no_op(target: Any, facts: Any) -> list[module.Remedy]:
+        return [module.Remedy("does nothing", [lambda root: None])]
+
+    monkeypatch.setitem(module.XML_REMEDIES, "disk-cache-safe", no_op)
+    _, result = _fix(_domain(_disk("cache='unsafe'")), rules=["disk-cache-safe"])
+    assert not result.changed and not result.fixed
+    assert [f.why_left for f in result.left] == ["needs a fix by hand (kvmio's edit changed nothing)"]

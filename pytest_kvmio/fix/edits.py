@@ -162,8 +162,11 @@ def shared_memory(numa_cells: int) -> Edit:
                 cell.set("memAccess", "shared")
             return
         backing = _child(root, "memoryBacking", after=("currentMemory", "memory"))
-        if backing.find("hugepages") is None and backing.find("source") is None:
+        source = backing.find("source")
+        if backing.find("hugepages") is None and source is None:
             _append(backing, etree.Element("source", type="memfd"))
+        elif source is not None and source.get("type") == "anonymous":  # anonymous memory has no fd to share
+            source.set("type", "memfd")
         _child(backing, "access").set("mode", "shared")
     return edit
 
