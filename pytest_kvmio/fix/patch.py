@@ -112,7 +112,7 @@ def fix_domain(root: etree._Element, facts: HostFacts, rules: Iterable[str] | No
     result = FixResult(source, before, before)
     seen_fixed: dict[tuple[str, str], Finding] = {}
     left: dict[tuple[str, str], Finding] = {}
-    stuck: set[tuple[str, str]] = set()
+    stuck: dict[tuple[str, str], Finding] = {}
     for _ in range(MAX_ROUNDS):
         domain = _reparse(root, source, facts, running)
         if template is not None:
@@ -124,16 +124,17 @@ def fix_domain(root: etree._Element, facts: HostFacts, rules: Iterable[str] | No
             remedy = finding.applied
             key = (finding.rule, finding.target)
             if remedy is None or key in stuck:
-                left[key] = finding
+                left[key] = stuck.get(key, finding)
                 continue
             text = etree.tostring(root)
             for edit in remedy.edits:
                 edit(root)
                 result.edits.append(edit)
             if etree.tostring(root) == text:  # an edit that changes nothing would be planned forever
-                stuck.add(key)
+                stuck[key] = finding
                 finding.remedies.insert(0, Remedy(f"{remedy.summary}: kvmio's edit changed nothing; fix it by hand",
                                                   needs="a fix by hand (kvmio's edit changed nothing)"))
+                left[key] = finding
                 continue
             seen_fixed.setdefault(key, finding)
             applied = True
