@@ -180,7 +180,7 @@ def _iothread(target: Target, facts: HostFacts | None) -> list[Remedy]:
     else:
         tid, pool = 1, (1,)
         grow = [edits.iothread_pool(pool)]
-        summary = f"{disk.id}: add <iothreads>1</iothreads> and use IOThread 1"
+        summary = f"{disk.id}: add <iothreads>1</iothreads> (then pin it: domain-iothread-pinned) and use IOThread 1"
     set_it = (edits.disk_driver(disk.target, iothread=str(tid)) if ctl is None
               else edits.controller_driver("scsi", ctl.index, iothread=str(tid)))
     virt = [_virt_xml_disk(disk, **{"driver.iothread": str(tid)})] if ctl is None and not grow else []
