@@ -144,13 +144,19 @@ done
 
 # One line per image, `image=<path> <qemu-img output>`, both base64: a path or a qemu-img message holding a
 # newline (libvirt accepts one in <source file>) can't end the record early and pass its own lines as host facts.
+# Every image's path and qemu-img output, NUL-separated (neither can hold a NUL), base64-encoded as one line, so
+# a newline in a path or a message can't start a line of its own; one base64 for all images, not one per image
+# (at 800 images the per-image encoders took a third of the command).
 IMAGE_SCRIPT = r"""
+printf 'images='
 for f in {paths}; do
-  if [ -b "$f" ]; then out='{{"kvmio-block-device": true}}';
-  elif [ ! -e "$f" ]; then out='{{"kvmio-error": "no such file on the host"}}';
-  else out=$(timeout 60 qemu-img info -U --output=json -- "$f" 2>&1) || [ -n "$out" ] || out='{{"kvmio-error": "qemu-img info failed"}}'; fi
-  echo "image=$(printf '%s' "$f" | base64 | tr -d '\n') $(printf '%s' "$out" | base64 | tr -d '\n')"
-done
+  printf '%s\0' "$f"
+  if [ -b "$f" ]; then printf '{{"kvmio-block-device": true}}';
+  elif [ ! -e "$f" ]; then printf '{{"kvmio-error": "no such file on the host"}}';
+  else timeout 60 qemu-img info -U --output=json -- "$f" 2>&1 || printf '{{"kvmio-error": "qemu-img info failed"}}'; fi
+  printf '\0'
+done | base64 | tr -d '\n'
+echo
 """
 
 # Which process serves a vhost-user socket: the inodes bound to the path in /proc/net/unix (the listening one has
@@ -213,10 +219,9 @@ def parse_host_output(facts: HostFacts, output: str) -> None:
             facts.cpu_count = int(value)
         elif key == "blockdev":
             facts.block_devices.append(_block_device(value))
-        elif key == "image":
-            image = _decode_image(value)
-            if image is not None:
-                facts.images[image[0]] = _image_facts(*image)
+        elif key == "images":
+            for path, output in _decode_images(value):
+                facts.images[path] = _image_facts(path, output)
         elif key == "vhost-uid" and value.isdigit():
             uid = int(value)
         elif key == "vhost-begin":
@@ -241,15 +246,14 @@ def _decode_path(value: str) -> str | None:
         return None
 
 
-def _decode_image(value: str) -> tuple[str, str] | None:
-    """Return (path, qemu-img output) of one `image=` line, None when it is not two base64 fields."""
-    path, _, text = value.partition(" ")
+def _decode_images(value: str) -> list[tuple[str, str]]:
+    """Return (path, qemu-img output) of each image on the `images=` line (base64 of NUL-separated pairs)."""
     try:
-        output = base64.b64decode(text, validate=True).decode("utf-8", "replace")
+        fields = base64.b64decode(value, validate=True).split(b"\0")
     except (binascii.Error, ValueError):
-        return None
-    decoded = _decode_path(path)
-    return None if decoded is None else (decoded, output)
+        return []
+    pairs = list(zip(fields[0:-1:2], fields[1::2]))  # the encoded text ends with a NUL: the last field is empty
+    return [(path.decode("utf-8", "surrogateescape"), out.decode("utf-8", "replace")) for path, out in pairs]
 
 
 def _image_facts(path: str, text: str) -> ImageFacts:
