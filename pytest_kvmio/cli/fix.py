@@ -25,7 +25,7 @@ from pytest_kvmio.collect.targets import load_host
 from pytest_kvmio.errors import CommandError, InputError
 from pytest_kvmio.fix.patch import FixResult, fix_domain, parse_root
 from pytest_kvmio.fix.remedies import OTHER_REMEDIES, XML_REMEDIES
-from pytest_kvmio.model.domain import DomainXMLError
+from pytest_kvmio.model.domain import DomainXMLError, domain_xml_files
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.settings import assumptions
 
@@ -84,7 +84,10 @@ def _offline(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
         facts = assumed_facts("offline", assumptions(args.assume)) if args.assume else HostFacts(name="offline", offline=True)
     except ValueError as exc:
         raise InputError(f"--assume: {exc}") from None
-    files = _files(args.files)
+    try:
+        files = domain_xml_files(args.files)
+    except DomainXMLError as exc:
+        raise InputError(str(exc)) from None
     outdir = Path(args.out)
     if any(outdir.resolve() == f.parent.resolve() for f in files):
         raise InputError(f"--out {args.out}: is where the inputs are; give another directory (the inputs are never changed)")
@@ -105,22 +108,6 @@ def _offline(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
         (outdir / path.name).write_bytes(etree.tostring(root, xml_declaration=False, encoding="utf-8") + b"\n")
         left += _report(result, path.name, args.diff, out)
     return 1 if left else 0
-
-
-def _files(raw: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for item in raw:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(path.glob("*.xml"))
-            if not found:
-                raise InputError(f"{item}: directory holds no *.xml file")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"{item}: no such file or directory")
-    return files
 
 
 def _report(result: FixResult, label: str, diff: bool, out: TextIO, applied: bool = False) -> int:

@@ -13,7 +13,7 @@ from lxml import etree
 
 from pytest_kvmio.collect.connection import libvirt_module
 from pytest_kvmio.model.redact import redact_uri
-from pytest_kvmio.model.domain import Domain, DomainXMLError, ImageFacts, parse_domain
+from pytest_kvmio.model.domain import SAFE_PARSER, Domain, DomainXMLError, ImageFacts, parse_domain
 from pytest_kvmio.model.versions import Requirement, Version
 from pytest_kvmio.model.vhost import VhostBackend, parse_backend_lines
 
@@ -279,9 +279,7 @@ def _image_facts(path: str, text: str) -> ImageFacts:
 def host_uuid(capabilities_xml: str) -> str | None:
     """Return the host UUID from libvirt's capabilities XML, None when it has none."""
     try:
-        uuid = etree.fromstring(
-            capabilities_xml.encode(), parser=etree.XMLParser(resolve_entities=False, no_network=True)
-        ).findtext("host/uuid")
+        uuid = etree.fromstring(capabilities_xml.encode(), parser=SAFE_PARSER).findtext("host/uuid")
     except etree.XMLSyntaxError:
         return None
     return uuid.strip() if uuid else None

@@ -19,7 +19,7 @@ from pytest_kvmio.collect.facts import HostFacts
 from pytest_kvmio.collect.targets import Target
 from pytest_kvmio.fix.edits import Edit
 from pytest_kvmio.fix.remedies import XML_REMEDIES, Remedy, offline_target, remedies
-from pytest_kvmio.model.domain import _PARSER, Domain, parse_domain
+from pytest_kvmio.model.domain import SAFE_PARSER, Domain, parse_domain
 from pytest_kvmio.model.redact import redacted_text
 
 #: Rounds of plan-and-apply (one remedy each) before giving up; a domain has far fewer findings than this.
@@ -164,7 +164,7 @@ def with_images(domain: Domain, template: Domain) -> Domain:
 def parse_root(data: bytes, source: str) -> etree._Element:
     """Parse domain XML with kvmio's safe parser (the model checks it first for a useful error)."""
     parse_domain(data, source=source)
-    return etree.fromstring(data, parser=_PARSER)
+    return etree.fromstring(data, parser=SAFE_PARSER)
 
 
 def as_json(remedies_: list[Remedy], domain_root: etree._Element | None) -> dict[str, Any]:
@@ -208,5 +208,5 @@ def verdict_fix(rule: str, target: Target) -> dict[str, Any]:
                 "xml_patch": None, "virt_xml": None, "host_commands": [], "takes_effect": None}
     root = None
     if target.domain is not None and any(r.edits for r in found):
-        root = etree.fromstring(target.domain.xml.encode(), parser=_PARSER)  # the redacted XML: diffs show no secrets
+        root = etree.fromstring(target.domain.xml.encode(), parser=SAFE_PARSER)  # the redacted XML: diffs show no secrets
     return as_json(found, root)

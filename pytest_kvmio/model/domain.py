@@ -444,7 +444,8 @@ def _complete_iothread_ids(listed: list[int], count: int) -> tuple[int, ...]:
 
 
 #: No DTD loaded, no entity expanded or fetched (XXE, "billion laughs"), no network, libxml2's size limits kept.
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+#: The parser of every domain XML kvmio reads: no entity expansion, no network, no DTD, no huge trees.
+SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 ENTITY_DECLARATION = re.compile(rb"<!ENTITY", re.IGNORECASE)
 ENTITIES_REFUSED = (
     "declares XML entities (<!ENTITY ...>), which kvmio neither expands nor fetches; "
@@ -458,7 +459,7 @@ def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Dom
     if not data.strip():
         raise DomainXMLError(f"{source}: empty file; expected a libvirt <domain> (virsh dumpxml NAME)")
     try:
-        root = etree.fromstring(data, parser=_PARSER)
+        root = etree.fromstring(data, parser=SAFE_PARSER)
     except etree.XMLSyntaxError as exc:
         if ENTITY_DECLARATION.search(data):  # the parser stopped in the DTD (e.g. an entity expanding a billion times)
             raise DomainXMLError(f"{source}: {ENTITIES_REFUSED}") from None
@@ -610,8 +611,8 @@ def _pci_path(address: dict[str, str] | None, controllers: list[Controller]) -> 
     return None
 
 
-def load_domain_files(paths: list[str]) -> list[Domain]:
-    """Read domain XML from files and directories (`*.xml`, sorted); errors name the file."""
+def domain_xml_files(paths: list[str]) -> list[Path]:
+    """Expand files and directories (their `*.xml`, sorted) into files; DomainXMLError names a missing one."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -624,6 +625,12 @@ def load_domain_files(paths: list[str]) -> list[Domain]:
             files.append(path)
         else:
             raise DomainXMLError(f"{raw}: no such file or directory")
+    return files
+
+
+def load_domain_files(paths: list[str]) -> list[Domain]:
+    """Read domain XML from files and directories (`*.xml`, sorted); errors name the file."""
+    files = domain_xml_files(paths)
     domains: list[Domain] = []
     for path in files:
         try:
