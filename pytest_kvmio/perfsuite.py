@@ -70,6 +70,7 @@ def perf_facts(decision: Decision, result: PerfResult, *, limit: Limit | None = 
         "baseline": decision.reference if decision.kind == "baseline" else None,
         "tolerance": decision.tolerance,
         "band": decision.band,
+        "undecided_band": decision.undecided_band,
         "noise": decision.noise,
         "baseline_noise": decision.baseline_noise,
         "unit": unit_of(decision.metric),

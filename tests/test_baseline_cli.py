@@ -363,3 +363,17 @@ def test_noise_multiple_of_the_file_and_of_a_replaced_entry_survive_re_recording
 def test_results_is_repeatable_in_the_parser() -> None:
     args = parse("baseline", "record", "--results", "a.json", "--results", "b.json", "--out", "o.yaml")
     assert args.results == [Path("a.json"), Path("b.json")]
+
+
+def test_recording_says_how_far_few_samples_leave_quiet_runs_inconclusive(
+    sessions: tuple[Path, Path], thresholds: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = thresholds / "baselines" / "lab-tcg.yaml"
+    first, second = sessions
+    assert run("baseline", "record", "--results", str(first), "--results", str(second), "--out", str(out)) == 0
+    err = capsys.readouterr().err
+    # vdc iops: noise 20.5% over 6 samples, bound 20.5% x 2.09 = 43% -> band 1 - e^(-3 x 0.428) = 72%.
+    assert ("local/kvmio-lab-good/vdc randread-4k-qd32x4 iops: with 6 samples the noise may be up to 43% (95% bound): "
+            "quiet runs out to 72% are inconclusive, not failed; more sessions narrow it") in err
+    loaded = load_thresholds(thresholds).baseline("local/kvmio-lab-good/vdc", "randread-4k-qd32x4", "iops")
+    assert loaded is not None and loaded.undecided_band == pytest.approx(0.723, abs=1e-3)

@@ -4,8 +4,10 @@ The `lab` fixture (tests/conftest.py) brings the lab up first.
 TCG guests on a shared 2-core host are noisy (runs of one profile spread 30-70 %, and drift between
 minutes), so no test here tunes a band: each records its baseline from two short sessions
 (`kvmio baseline record --results perf-1.json --results perf-2.json`) and the gate widens the 15 %
-tolerance to 3 x the noise it measured. An unchanged disk may come out passed or inconclusive,
-never failed; a disk throttled well below the band must fail. Lines starting `kvmio-lab-stability:`
+tolerance to 3 x the noise it measured; six samples can under-state a drifting host's noise, so a quiet run
+beyond the band fails only beyond the band of the noise's 95 % upper bound (inconclusive between the two;
+on 2026-11-30 CI met a 34 % drift against a 25 % band). An unchanged disk may come out passed or
+inconclusive, never failed; a disk throttled well below the outer edge must fail. Lines starting `kvmio-lab-stability:`
 are read by benchmarks/bench_lab_stability.py.
 """
 
@@ -85,7 +87,7 @@ def record_from_two_sessions(workdir: Path) -> Baseline:
     assert baseline is not None and baseline.sessions == 2 and baseline.noise is not None, record.stderr
     print(
         f"kvmio-lab-stability: baseline iops {baseline.median:.0f} from samples {list(baseline.samples)}, "
-        f"noise {baseline.noise:.0%}, band {baseline.band:.0%}"
+        f"noise {baseline.noise:.0%}, band {baseline.band:.0%}, inconclusive to {baseline.undecided_band:.0%}"
     )
     return baseline
 
@@ -103,15 +105,15 @@ def baseline_verdict(workdir: Path) -> dict[str, Any]:
 
 def test_baseline_then_throttle_fails_then_unthrottled_passes(workdir):
     baseline = record_from_two_sessions(workdir)
-    # However noisy the recording, the band's lower edge stays above zero (the noise is multiplicative),
-    # so a throttle to half of it is clearly outside the band.
+    # However noisy the recording, the outer edge stays above zero (the noise is multiplicative),
+    # so a throttle to half of it is clearly beyond where a quiet run is still inconclusive.
 
     unchanged = baseline_verdict(workdir)
     print(f"kvmio-lab-stability: unchanged {unchanged['outcome']}: {unchanged['message']}")
     assert unchanged["outcome"] in UNCHANGED, unchanged["message"]
 
-    # Half the lower edge of the band: clearly outside it however wide the recorded noise made it.
-    limit = max(50, int(baseline.median * (1 - baseline.band) / 2))
+    # Half the outer edge: clearly beyond it however wide the recorded noise and its bound made it.
+    limit = max(50, int(baseline.median * (1 - baseline.undecided_band) / 2))
     virsh("blkdeviotune", DOMAIN, SCRATCH, "--total-iops-sec", str(limit), "--live")
     try:
         throttled = baseline_verdict(workdir)

@@ -370,3 +370,85 @@ def test_noise_aware_band_cuts_false_alarms_on_a_drifting_system_and_still_catch
     assert fixed > 150
     assert aware < fixed * 0.55
     assert caught == room > 800
+
+
+# --- few recorded samples: an inconclusive zone beyond the band --------------------------------
+
+# The CI run of 2026-11-30 (tests/test_perf_lab.py): a baseline from two sessions of three runs on the lab's TCG
+# guest, then an unchanged disk measured a few minutes later, its runs close together but a third lower.
+CI_RECORDED = (3531.767, 2965.939, 3726.609, 3566.445, 3906.613, 3744.263)
+CI_UNCHANGED = [2_551, 1_923, 2_406]
+
+
+def recorded(samples: tuple[float, ...], direction: Direction = "higher-is-better") -> Baseline:
+    """A baseline as `kvmio baseline record` writes it: median, samples, their noise, two sessions."""
+    return dataclasses.replace(
+        baseline(statistics.median(samples), direction=direction), samples=samples,
+        noise=round(dispersion(list(samples)), 3), sessions=2,
+    )
+
+
+def test_the_noise_bound_follows_the_chi_square_distribution_of_a_sample_deviation() -> None:
+    from pytest_kvmio.perf.thresholds import noise_bound
+
+    assert noise_bound(0.10, 6) == pytest.approx(0.10 * math.sqrt(5 / 1.1455), rel=1e-3)  # chi2 table, 5 dof, 5 %
+    assert noise_bound(0.10, 30) == pytest.approx(0.10 * math.sqrt(29 / 17.708), rel=1e-3)
+    assert noise_bound(0.10, 1) == noise_bound(0.10, 0) == 0.10  # no sample count: the noise as recorded
+    assert noise_bound(0.10, 6) > noise_bound(0.10, 12) > noise_bound(0.10, 100) > 0.10
+
+
+def test_a_quiet_drop_beyond_the_band_but_within_what_six_samples_allow_is_inconclusive() -> None:
+    """Two sessions showed 10 % noise; the host drifted 34 % a few minutes later. Not a regression: undecided."""
+    reference = recorded(CI_RECORDED)
+    assert reference.noise == 0.097 and reference.band == pytest.approx(1 - math.exp(-0.291))
+    assert decide_baseline(CI_UNCHANGED, dataclasses.replace(reference, samples=())).failed  # the old verdict
+    decision = decide_baseline(CI_UNCHANGED, reference)
+    assert decision.inconclusive, decision.message
+    assert decision.undecided_band == pytest.approx(1 - math.exp(-3 * 0.097 * math.sqrt(5 / 1.1455)), rel=1e-3)
+    assert decision.message == (
+        "randread-4k-qd32x4 iops: median 2,406 (samples 2,551 1,923 2,406) is 34% below baseline 3,647 "
+        "(tolerance 15%); band widened from 15% to 25% by the recorded noise (3 × 10%), but within the 46% band "
+        "that the noise's 95% upper bound allows (20%: 10% recorded over 6 samples): the baseline's samples are "
+        "too few to tell this from the host's own drift; record more sessions into the baseline (`kvmio baseline "
+        "record --results ...`) to narrow it, or rerun"
+    )
+
+
+def test_a_throttle_beyond_the_bound_still_fails() -> None:
+    decision = decide_baseline([1_328, 1_324, 1_329], recorded(CI_RECORDED))
+    assert decision.failed, decision.message
+    assert "upper bound" not in decision.message
+
+
+def test_more_recorded_samples_narrow_the_zone_so_the_same_drop_fails() -> None:
+    """30 samples with the same 10 % noise: the bound is 1.28 x, the zone ends at 31 %, a 34 % drop fails."""
+    many = tuple(CI_RECORDED[i % 6] for i in range(30))
+    reference = dataclasses.replace(recorded(CI_RECORDED), samples=many)
+    assert reference.undecided_band == pytest.approx(1 - math.exp(-3 * 0.097 * math.sqrt(29 / 17.708)), rel=1e-3)
+    assert decide_baseline(CI_UNCHANGED, reference).failed
+
+
+def test_latency_has_the_zone_above_the_band() -> None:
+    reference = dataclasses.replace(baseline(100.0, direction="lower-is-better"), samples=(90, 95, 100, 100, 105, 110),
+                                    noise=0.07, sessions=2)
+    assert reference.band == pytest.approx(math.exp(0.21) - 1)  # 23 %
+    assert reference.undecided_band == pytest.approx(math.exp(3 * 0.07 * math.sqrt(5 / 1.1455)) - 1, rel=1e-3)  # 55 %
+    assert decide_baseline([120.0, 121.0, 119.0], reference).passed
+    assert decide_baseline([140.0, 141.0, 139.0], reference).inconclusive
+    assert decide_baseline([160.0, 161.0, 159.0], reference).failed
+
+
+@settings(max_examples=300)
+@given(st.lists(st.floats(min_value=100, max_value=10_000), min_size=2, max_size=40),
+       st.floats(min_value=0.05, max_value=2.0))
+def test_the_zone_only_turns_quiet_failures_inconclusive(recorded_samples: list[float], factor: float) -> None:
+    """A pass stays a pass, and what fails beyond the bound still fails: the zone never decides anything."""
+    with_samples = recorded(tuple(recorded_samples))
+    without = dataclasses.replace(with_samples, samples=())
+    run = [with_samples.median * factor] * 3
+    before, after = decide_baseline(run, without), decide_baseline(run, with_samples)
+    if before.outcome is not Outcome.FAILED:
+        assert after.outcome is before.outcome
+    else:
+        inside = run[0] >= with_samples.median * (1 - with_samples.undecided_band)
+        assert after.outcome is (Outcome.INCONCLUSIVE if inside else Outcome.FAILED)

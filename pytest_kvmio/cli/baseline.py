@@ -34,6 +34,7 @@ from pytest_kvmio.perf.thresholds import (
     Thresholds,
     ThresholdsError,
     band_of,
+    noise_bound,
 )
 
 __all__ = ["add_parser", "record", "run_record"]
@@ -322,6 +323,13 @@ def record(
                         f"{label}: noise {noise:.0%} over {len(per_session)} session(s) widens the gate's band from "
                         f"{metric_tolerance:.0%} to {band:.0%} ({multiple:g} × noise); record on a quieter system "
                         "to narrow it"
+                    )
+                outer = band_of(metric_tolerance, noise_bound(noise, len(values)), multiple, METRIC_DIRECTIONS[metric])
+                if outer > band:
+                    warnings.append(
+                        f"{label}: with {len(values)} samples the noise may be up to "
+                        f"{noise_bound(noise, len(values)):.0%} (95% bound): quiet runs out to {outer:.0%} are "
+                        "inconclusive, not failed; more sessions narrow it"
                     )
             else:
                 warnings.append(f"{label}: samples vary around a zero median; no noise recorded, the band is the tolerance")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -82,6 +83,8 @@ DEFAULT_TOLERANCE = 0.15
 DEFAULT_MAX_SPREAD = 0.25
 #: A baseline's band is max(tolerance, this x its recorded noise); a baseline file may set `noise_multiple`.
 DEFAULT_NOISE_MULTIPLE = 3.0
+#: Confidence of the upper bound on the noise that a baseline's few samples allow (see `noise_bound`).
+NOISE_CONFIDENCE = 0.95
 
 WRITING_RW = frozenset({"write", "randwrite", "rw", "readwrite", "randrw", "trim", "randtrim", "trimwrite"})
 _UNITS = {"": 1, "k": 1024, "m": 1024**2}
@@ -222,6 +225,26 @@ class StorageClass:
         return any(rule.matches(target_id, serial) for rule in self.match)
 
 
+@functools.lru_cache(maxsize=256)
+def _chi2_low(dof: int) -> float:
+    from scipy.stats import chi2  # imported on first use: offline lint never judges a baseline
+
+    return float(chi2.ppf(1 - NOISE_CONFIDENCE, dof))
+
+
+def noise_bound(noise: float, samples: int) -> float:
+    """Return the upper NOISE_CONFIDENCE bound of a noise (a log-scale standard deviation) measured on `samples`.
+
+    Six samples from two sessions can show 10 % noise where the host really moves 20 %: the estimate of a
+    standard deviation from n samples is itself uncertain, (n - 1) s² / σ² following χ² with n - 1 degrees of
+    freedom. The bound is s √((n - 1) / χ²(1 - confidence; n - 1)): 2.1 s for 6 samples, 1.3 s for 30, s with
+    many. Unknown sample counts (fewer than 2) return the noise unchanged.
+    """
+    if samples < 2 or not math.isfinite(noise):
+        return noise
+    return noise * math.sqrt((samples - 1) / _chi2_low(samples - 1))
+
+
 def band_of(tolerance: float, noise: float, multiple: float, direction: Direction) -> float:
     """Return the relative band a baseline allows: the tolerance, or more where multiple x noise says so.
 
@@ -264,6 +287,26 @@ class Baseline:
         if self.noise is None:
             return self.tolerance
         return band_of(self.tolerance, self.noise, self.noise_multiple, self.direction)
+
+    @property
+    def noise_bound(self) -> float | None:
+        """Return the upper bound of the recorded noise its sample count allows (see `noise_bound`), or None."""
+        if self.noise is None:
+            return None
+        return noise_bound(self.noise, len(self.samples))
+
+    @property
+    def undecided_band(self) -> float:
+        """Return the band beyond which a quiet run fails: the band with the noise at its upper bound.
+
+        Between `band` and this, a median is inconclusive: outside what the recorded noise says, but within what
+        noise of the bound its few samples allow could produce. It narrows as sessions are added and equals
+        `band` for a baseline without noise or recorded samples.
+        """
+        bound = self.noise_bound
+        if bound is None:
+            return self.band
+        return max(self.band, band_of(self.tolerance, bound, self.noise_multiple, self.direction))
 
 
 @dataclass(frozen=True)
