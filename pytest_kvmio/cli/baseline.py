@@ -31,6 +31,7 @@ from pytest_kvmio.perf.thresholds import (
     DEFAULT_NOISE_MULTIPLE,
     DEFAULT_TOLERANCE,
     METRIC_DIRECTIONS,
+    NOISE_CONFIDENCE,
     Thresholds,
     ThresholdsError,
     band_of,
@@ -324,12 +325,13 @@ def record(
                         f"{metric_tolerance:.0%} to {band:.0%} ({multiple:g} × noise); record on a quieter system "
                         "to narrow it"
                     )
-                outer = band_of(metric_tolerance, noise_bound(noise, len(values)), multiple, METRIC_DIRECTIONS[metric])
+                bound = noise_bound(noise, len(values))
+                outer = band_of(metric_tolerance, bound, multiple, METRIC_DIRECTIONS[metric])
                 if outer > band:
                     warnings.append(
-                        f"{label}: with {len(values)} samples the noise may be up to "
-                        f"{noise_bound(noise, len(values)):.0%} (95% bound): quiet runs out to {outer:.0%} are "
-                        "inconclusive, not failed; more sessions narrow it"
+                        f"{label}: with {len(values)} samples the noise may be up to {bound:.0%} "
+                        f"({NOISE_CONFIDENCE:.0%} bound): quiet runs out to {outer:.0%} are inconclusive, not failed; "
+                        "more sessions narrow it"
                     )
             else:
                 warnings.append(f"{label}: samples vary around a zero median; no noise recorded, the band is the tolerance")
