@@ -28,6 +28,13 @@ fi
 echo "setup: pip install -e .[dev]"
 python3 -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v -e "Running pip as the 'root' user" -e "^WARNING: Location" || true
 
+# The build requirement (pyproject: setuptools>=68; from 70.1 it builds wheels without `wheel`; 81 drops pkg_resources) where
+# `pip install --no-build-isolation .` finds it: tests/test_lint_command.py installs kvmio into a fresh venv offline.
+if ! python3 -c "import setuptools.command.bdist_wheel" 2>/dev/null; then
+  echo "setup: pip install setuptools>=70.1,<81"
+  python3 -m pip install -q --disable-pip-version-check 'setuptools>=70.1,<81' 2>&1 | grep -v -e "Running pip as the 'root' user" || true
+fi
+
 echo "setup: libvirt daemons"
 python3 -c "from pytest_kvmio.lab import daemons; started = daemons.ensure_running(); daemons.connect(); print('setup: started ' + (', '.join(started) or 'nothing (already running)'))"
 

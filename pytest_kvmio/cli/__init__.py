@@ -1,17 +1,19 @@
-"""The `kvmio` command: lab management, fio result inspection, baselines, the rule catalogue, A/B experiments, fixes."""
+"""The `kvmio` command: lab management, fio result inspection, baselines, the rule catalogue, A/B experiments, fixes,
+offline linting."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pytest_kvmio import __version__
 from pytest_kvmio.cli import ab as ab_cli
 from pytest_kvmio.cli import baseline as baseline_cli
 from pytest_kvmio.cli import fio as fio_cli
 from pytest_kvmio.cli import fix as fix_cli
+from pytest_kvmio.cli import lint as lint_cli
 from pytest_kvmio.cli import rules as rules_cli
 from pytest_kvmio.errors import CommandError, InputError
 
@@ -22,7 +24,29 @@ USAGE_ERROR = 4
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors print `ERROR: ...` and exit 4, as pytest's do (subcommands inherit it)."""
+    """argparse whose usage errors print `ERROR: ...` and exit 4, as pytest's do (subcommands inherit it).
+
+    A subcommand made with `passthrough=DEST` keeps the arguments after `--` as they are, in `DEST` (a list),
+    instead of parsing them as its own (`kvmio lint PATH -- -x` hands `-x` to pytest).
+    """
+
+    def __init__(self, *args: Any, passthrough: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.passthrough = passthrough
+
+    def parse_known_args(  # type: ignore[override]  # the overloads of typeshed, one signature here
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self.passthrough is None:
+            return super().parse_known_args(args, namespace)
+        own = list(sys.argv[1:] if args is None else args)
+        rest: list[str] = []
+        if "--" in own:
+            at = own.index("--")
+            own, rest = own[:at], own[at + 1:]
+        parsed, unknown = super().parse_known_args(own, namespace)
+        setattr(parsed, self.passthrough, rest)
+        return parsed, unknown
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -44,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_cli.add_parser(sub)
     ab_cli.add_parser(sub)
     fix_cli.add_parser(sub)
+    lint_cli.add_parser(sub)
     return parser
 
 

@@ -53,14 +53,19 @@ def item_record(item: pytest.Item) -> dict[str, Any]:
     return item.stash.setdefault(ITEM_RECORD, {})
 
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+#: kvmio's own code: the pytest_kvmio package (this module is pytest_kvmio/report/record.py).
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+#: The suites installed inside the package (pytest_kvmio.suites; in a checkout they are suites/, outside it):
+#: rules, whose assertions are verdicts, not kvmio's own.
+_SUITES_DIR = _PACKAGE_DIR / "suites"
 
 
 def is_rule_failure(call: pytest.CallInfo[Any]) -> bool:
     """Return True when a failed call is the rule's own verdict: its assertion or pytest.fail.
 
     Anything else means kvmio could not judge: an exception of another type (a daemon died, the
-    agent timed out, a libvirt error) or an assertion raised inside kvmio's own code.
+    agent timed out, a libvirt error) or an assertion raised inside kvmio's own code (the package,
+    except the suites installed in it).
     """
     excinfo = call.excinfo
     if excinfo is None:
@@ -70,7 +75,9 @@ def is_rule_failure(call: pytest.CallInfo[Any]) -> bool:
     if not excinfo.errisinstance(AssertionError):
         return False
     raised_in = Path(str(excinfo.traceback[-1].path)).resolve() if excinfo.traceback else None
-    return raised_in is None or not raised_in.is_relative_to(_PACKAGE_DIR)
+    if raised_in is None or raised_in.is_relative_to(_SUITES_DIR):
+        return True
+    return not raised_in.is_relative_to(_PACKAGE_DIR)
 
 
 def record_of(report: Any) -> VerdictRecord | None:
