@@ -57,6 +57,8 @@ class Rule:
     applies_when: str  # `applies` in words
     fix: str  # the kind of fix: xml, host, guest, measurement
     applies: Applies | None = None
+    #: Where the scope comes from: the libvirt or QEMU source (file, function) or doc page it follows.
+    cites: str = "—"
 
     def not_applicable(self, scope: Scope) -> str | None:
         """Return why the rule does not concern the scope's target, or None when it does."""
@@ -67,7 +69,7 @@ class Rule:
     def as_dict(self) -> dict[str, str]:
         return {
             "id": self.id, "level": self.level, "severity": self.severity, "summary": self.summary,
-            "reason": self.reason, "applies_when": self.applies_when, "fix": self.fix,
+            "reason": self.reason, "applies_when": self.applies_when, "fix": self.fix, "cites": self.cites,
         }
 
 
@@ -88,10 +90,19 @@ def _io_attribute(scope: Scope) -> str | None:
     return "no io attribute (QEMU's default)" if scope.disk.io is None else None
 
 
+def _no_aio_backend(disk: Disk) -> str | None:
+    """Return why `io=` reaches no Linux AIO or io_uring on this disk (a network or NVMe disk), or None."""
+    reaches, why = disk.aio_backend
+    return f"{why}, so io={disk.io} has no effect" if reaches is False else None
+
+
 def _async_io(scope: Scope) -> str | None:
     disk = scope.disk
+    # libvirt refuses io='native' without a direct cache mode whatever the source (qemuValidateDomainDeviceDefDiskFrontend),
+    # so native is judged on every disk; io_uring only where it reaches a backend.
     return _block_layer(disk) or (
-        None if disk.io in ("native", "io_uring") else f"io={disk.effective_io}, not native or io_uring"
+        None if disk.io == "native" else
+        _no_aio_backend(disk) if disk.io == "io_uring" else f"io={disk.effective_io}, not native or io_uring"
     )
 
 
@@ -107,12 +118,14 @@ def _native(scope: Scope) -> str | None:
     disk = scope.disk
     if _never_grows(disk):
         return _never_grows(disk)
-    return _block_layer(disk) or (None if disk.io == "native" else f"io={disk.effective_io}, not native")
+    return _block_layer(disk) or (None if disk.io == "native" else f"io={disk.effective_io}, not native") or (
+        _no_aio_backend(disk))
 
 
 def _io_uring(scope: Scope) -> str | None:
     disk = scope.disk
-    return _block_layer(disk) or (None if disk.io == "io_uring" else f"io={disk.effective_io}, not io_uring")
+    return _block_layer(disk) or (None if disk.io == "io_uring" else f"io={disk.effective_io}, not io_uring") or (
+        _no_aio_backend(disk))
 
 
 def _iothread_capable(scope: Scope) -> str | None:
@@ -256,6 +269,8 @@ def _perf_class(scope: Scope) -> str | None:
 
 # --- the catalogue -----------------------------------------------------------------------------
 
+LIBVIRT_AIO = "libvirt src/qemu/qemu_block.c qemuBlockStorageSourceGetFileProps (aio only for file, host_device, host_cdrom)"
+
 RULES: tuple[Rule, ...] = (
     Rule("host-kernel-min", "host", "critical", "kernel ≥ 5.10",
          "io_uring arrived in 5.1 but 5.10 is the first LTS kernel where it is stable and complete.",
@@ -275,37 +290,51 @@ RULES: tuple[Rule, ...] = (
     Rule("disk-io-mode-valid", "disk", "blocker",
          "io ∈ threads, native, io_uring, default (`uring` is a typo libvirt rejects)",
          "libvirt knows threads, native and io_uring; 'uring' is a common typo it rejects at define time.",
-         "disks with an io attribute", "xml", _io_attribute),
+         "disks with an io attribute", "xml", _io_attribute,
+         cites="libvirt docs/formatdomain.rst, <driver io>: threads, native, io_uring (since 6.3.0)"),
     Rule("disk-direct-io-for-async", "disk", "critical",
          "native/io_uring use cache none or directsync (no cache attribute = writeback)",
          "Linux AIO is only asynchronous with O_DIRECT (libvirt refuses native without it); io_uring through "
          "the page cache pays for double caching and host-crash exposure.",
-         "io='native' or io='io_uring' on a disk QEMU's block layer serves", "xml", _async_io),
+         "io='native' on a disk QEMU's block layer serves; io='io_uring' on a file or block disk", "xml", _async_io,
+         cites="libvirt src/qemu/qemu_validate.c qemuValidateDomainDeviceDefDiskFrontend (native needs cache none or "
+               "directsync, whatever the source); " + LIBVIRT_AIO),
     Rule("disk-native-not-sparse", "disk", "critical",
          "no io='native' on a sparse/thin image (block devices are fine)",
          "Linux AIO blocks while a sparse image grows; guests hang on metadata updates.",
-         "io='native' on a writable, persistent (not transient) disk QEMU's block layer serves", "xml", _native),
+         "io='native' on a writable, persistent (not transient) file or block disk (type='volume': skipped, the pool "
+         "decides)", "xml", _native, cites=LIBVIRT_AIO),
     Rule("disk-io-uring-supported", "disk", "blocker", "io_uring only where the host supports it",
          "A disk with io='io_uring' fails to start on a host without io_uring (old kernel/QEMU/libvirt or disabled).",
-         "io='io_uring' on a disk QEMU's block layer serves", "host", _io_uring),
+         "io='io_uring' on a file or block disk (type='volume': skipped, the pool decides)", "host", _io_uring,
+         cites=LIBVIRT_AIO),
     Rule("disk-iothread-assigned", "disk", "normal",
          "virtio disks / virtio-scsi controllers use IOThreads that exist (an iothread attribute or a queue mapping)",
          "Without an IOThread, disk emulation shares the QEMU main loop with everything else and stalls vCPUs.",
-         "virtio-blk disks and disks on a virtio-scsi controller, QEMU's block layer", "xml", _iothread_capable),
+         "virtio-blk disks and disks on a virtio-scsi controller, QEMU's block layer", "xml", _iothread_capable,
+         cites="libvirt docs/formatdomain.rst, <driver iothread> (virtio disks and virtio-scsi controllers)"),
     Rule("domain-iothread-pinned", "domain", "normal", "every IOThread pinned, on host CPUs no vCPU may use",
          "An IOThread that shares host CPUs with vCPUs competes with the guest it serves; I/O waits on scheduling.",
-         "domains that define IOThreads", "xml", _has_iothreads),
+         "domains that define IOThreads", "xml", _has_iothreads,
+         cites="libvirt docs/formatdomain.rst, <iothreads> and <cputune><iothreadpin>"),
     Rule("disk-multiqueue", "disk", "normal",
          "virtio-blk / virtio-scsi queues = vCPUs, up to the hotplug maximum (QEMU's default computed from "
          "the machine type); an explicit queue→IOThread mapping must cover every queue",
          "One queue per vCPU lets every vCPU submit I/O without contending for a shared queue.",
-         "virtio-blk disks and disks on a virtio-scsi controller (not vhost-vdpa)", "xml", _virtio_queues),
+         "virtio-blk disks and disks on a virtio-scsi controller (not vhost-vdpa); the default follows the machine "
+         "type (upstream, RHEL) and the transport (PCI: one per vCPU from 5.2 / rhel8.4.0; ccw, mmio: one)", "xml",
+         _virtio_queues,
+         cites="QEMU hw/virtio/virtio-blk-pci.c, virtio-scsi-pci.c (virtio_pci_optimal_num_queues, PCI only), "
+               "hw/core/machine.c hw_compat_5_1; CentOS Stream qemu-kvm hw_compat_rhel_8_3; "
+               "libvirt src/qemu/qemu_domain_address.c (ccw on s390, virtio-mmio)"),
     Rule("disk-discard-unmap", "disk", "minor", "thin images (sparse files, rbd) pass discard='unmap'",
          "Without discard='unmap' a thin image only grows: blocks the guest frees are never returned to the host.",
-         "writable, persistent disks QEMU's block layer serves, unless known to be fully allocated", "xml", _thin),
+         "writable, persistent disks QEMU's block layer serves, unless known to be fully allocated", "xml", _thin,
+         cites="libvirt docs/formatdomain.rst, <driver discard>"),
     Rule("disk-cache-safe", "disk", "critical", "no cache='unsafe'; writeback passes with a note (guests must flush)",
          "cache='unsafe' ignores guest flushes: a host crash loses data the guest was told is on disk.",
-         "disks QEMU's block layer serves", "xml", _cache),
+         "disks QEMU's block layer serves", "xml", _cache,
+         cites="QEMU docs/system/qemu-block-drivers.rst, cache modes (unsafe ignores flushes)"),
     Rule("disk-vhost-shared-memory", "disk", "blocker",
          "a vhost-user disk's domain shares its memory (<access mode='shared'/>, memfd or hugepages); "
          "live, an SPDK backend also needs hugepages",

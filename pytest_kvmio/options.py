@@ -28,8 +28,12 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--domain-xml", dest="kvmio_domain_xml", action="append", default=None, metavar="PATH",
-        type=cli_type(settings.existing_path),
-        help="lint domain XML files or directories of *.xml offline, without a host (repeatable)",
+        type=cli_type(settings.existing_paths),
+        help="lint domain XML offline, without a host: files, folders (their *.xml, recursively) or globs (repeatable)",
+    )
+    group.addoption(
+        "--kvmio-rule", dest="kvmio_rules", action="append", default=None, metavar="ID",
+        help="run only the rules with this id or glob (repeatable), e.g. disk-cache-safe or 'disk-*'",
     )
     group.addoption(
         "--assume", dest="kvmio_assume", type=cli_type(settings.assumptions), default=None, metavar="FACTS",

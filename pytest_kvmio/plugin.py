@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import shlex
+from pathlib import Path
 from collections.abc import Callable, Generator
 from typing import Any, cast
 
 import pytest
 
-from pytest_kvmio import catalogue, fixtures, markers, xdist_groups
+from pytest_kvmio import catalogue, fixtures, markers, xdist_groups, xmlproblems
 from pytest_kvmio.collect.connection import ansible_host_specs, parse_host_spec
 from pytest_kvmio.collect.facts import assumed_facts
 from pytest_kvmio.collect.targets import (
@@ -23,7 +25,8 @@ from pytest_kvmio.collect.targets import (
     load_host,
 )
 from pytest_kvmio.fixtures import guest_or_reason
-from pytest_kvmio.model.domain import DomainXMLError, load_domain_files
+from pytest_kvmio.model.domain import DomainXMLError
+from pytest_kvmio.model.xmlfiles import load_xml_files
 from pytest_kvmio.model.redact import RedactingFilter
 from pytest_kvmio.options import add_options
 from pytest_kvmio.perf.offline import offline_hosts
@@ -43,7 +46,7 @@ from pytest_kvmio.report.record import (
     message_of,
 )
 from pytest_kvmio.settings import check_conflicts, setting, validate_all
-from pytest_kvmio.state import CASES, STATE, TARGET_OPTIONS, KvmioState
+from pytest_kvmio.state import CASES, STATE, TARGET_OPTIONS, KvmioState, describe_left_out
 
 #: Fixtures that make a test per target, from the finest level down.
 LEVEL_FIXTURES = (("disk", ("disk", "fio")), ("domain", ("domain", "guest")), ("host", ("host", "hypervisor")))
@@ -57,10 +60,17 @@ def load_targets(config: pytest.Config) -> list[HostTarget]:
     assume = config.getoption("kvmio_assume") or {}
     if xml:
         try:
-            domains = load_domain_files(xml)
+            domains, unreadable = load_xml_files(xml)
         except DomainXMLError as exc:
             raise pytest.UsageError(f"--domain-xml: {exc}") from None
-        hosts = [HostTarget(name=OFFLINE_HOST, spec=None, facts=assumed_facts(OFFLINE_HOST, assume), domains=domains)]
+        read = {d.source for d in domains}
+        if unreadable and not read:
+            shown = "\n  ".join(p.reason for p in unreadable[:10])
+            more = f"\n  ... and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""
+            raise pytest.UsageError(f"--domain-xml: no file could be read:\n  {shown}{more}")
+        hosts = [HostTarget(name=OFFLINE_HOST, spec=None, facts=assumed_facts(OFFLINE_HOST, assume), domains=domains,
+                            unreadable=unreadable)]
+        hosts[0].leave_out_other_drivers()
     else:
         template = setting(config, "libvirt_uri")[0]
         hosts = [load_host(spec, template, _progress(config)) for spec in host_specs(config)]
@@ -120,6 +130,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
+    _xml_arguments(config)
     check_conflicts(config)
     validate_all(config)
     state = KvmioState(config, loader=lambda: load_targets(config))
@@ -135,6 +146,26 @@ def pytest_configure(config: pytest.Config) -> None:
     testinfra_log = logging.getLogger("testinfra")
     if not any(isinstance(f, RedactingFilter) for f in testinfra_log.filters):
         testinfra_log.addFilter(RedactingFilter())
+
+
+def _xml_arguments(config: pytest.Config) -> None:
+    """Take the *.xml files the shell expanded `--domain-xml templates/*.xml` into out of pytest's own arguments.
+
+    The shell turns the glob into `--domain-xml templates/a.xml templates/b.xml ...`: the first file is the
+    option's value, the others would be collected by pytest as test paths (and fail as such).
+    """
+    xml = config.getoption("kvmio_domain_xml", None)
+    if not xml:
+        return
+    taken = [a for a in config.args if a.endswith(".xml") and (config.invocation_params.dir / a).is_file()]
+    if not taken:
+        return
+    xml.extend(str(config.invocation_params.dir / a) if not Path(a).is_absolute() else a for a in taken)
+    rest = [a for a in config.args if a not in taken]
+    if not rest:  # pytest's own choice when no path is given: testpaths, else the invocation directory
+        testpaths = [str(config.rootpath / p) for p in config.getini("testpaths")]
+        rest = testpaths or [str(config.invocation_params.dir)]
+    config.args[:] = rest
 
 
 def _one_line_per_failure(config: pytest.Config) -> None:
@@ -194,7 +225,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             argvalues.append(pytest.param(target, *values, marks=marks, id=f"{case_id}-{tid}" if case_id else tid))
     if prechecked:
         state.prechecked.add(metafunc.definition.nodeid)
-    if targets and not argvalues:
+    if not argvalues:  # no target at all (a domain without disks), or none the rule concerns
         state.emptied.add(metafunc.definition.nodeid)  # pytest still makes one placeholder item: drop it
     metafunc.parametrize(["kvmio_target", *names], argvalues, indirect=["kvmio_target"])
 
@@ -213,8 +244,13 @@ def _target_id(target: Target) -> str:
     return target.id if target.host.error is None else f"{target.host.name}/unreachable"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -k and -m deselect: rule ids are keywords of the items
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Drop the items of rules that do not concern their target; count them per rule as not applicable."""
+    """Drop the items of rules that do not concern their target; count them per rule as not applicable.
+
+    Also: each kept item answers to its rule id in `-k`, `--kvmio-rule` keeps only the rules named, and
+    each domain XML file that could not be read becomes an error item.
+    """
     state = config.stash.get(STATE, None)
     if state is None:
         return
@@ -240,7 +276,38 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 state.collector.not_applicable[rule[0]] += 1
                 continue
         kept.append(item)
-    items[:] = kept
+    if state.loaded_hosts:
+        kept += xmlproblems.items_for(session, [p for h in state.loaded_hosts for p in h.unreadable])
+    for item in kept:
+        marker = item.get_closest_marker("rule")
+        if marker is not None and marker.args:
+            item.extra_keyword_matches.add(str(marker.args[0]))
+    items[:] = _only_rules_asked_for(config, kept)
+
+
+def _only_rules_asked_for(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item]:
+    """Keep the items of the rules `--kvmio-rule` names (ids or globs); report the others as deselected."""
+    wanted = config.getoption("kvmio_rules", None)
+    if not wanted:
+        return items
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    seen: set[str] = set()
+    for item in items:
+        marker = item.get_closest_marker("rule")
+        rule = str(marker.args[0]) if marker is not None and marker.args else None
+        hits = [w for w in wanted if rule is not None and fnmatch.fnmatchcase(rule, w)]
+        seen.update(hits)
+        (kept if hits else dropped).append(item)
+    known = {r.id for r in catalogue.RULES} | {xmlproblems.RULE_ID}
+    unknown = [w for w in wanted if w not in seen and not any(fnmatch.fnmatchcase(r, w) for r in known)]
+    if unknown:
+        raise pytest.UsageError(
+            f"--kvmio-rule {', '.join(unknown)}: no rule has that id; `kvmio rules` lists them"
+        )
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    return kept
 
 
 def _function_nodeid(item: pytest.Item) -> str:
@@ -253,6 +320,8 @@ def _function_nodeid(item: pytest.Item) -> str:
 XDIST_NOT_APPLICABLE = "kvmio_not_applicable"
 #: Key of the host summaries (facts, error) workers hand to the controller for the ticket line and JSON.
 XDIST_HOSTS = "kvmio_hosts"
+#: Key of the domains left out (another driver runs them) that workers hand to the controller.
+XDIST_LEFT_OUT = "kvmio_left_out"
 
 
 @pytest.hookimpl(trylast=True)
@@ -262,6 +331,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if workeroutput is not None and state is not None:
         workeroutput[XDIST_NOT_APPLICABLE] = dict(state.collector.not_applicable)
         workeroutput[XDIST_HOSTS] = state.host_summaries()
+        workeroutput[XDIST_LEFT_OUT] = state.left_out()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -276,6 +346,9 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         state.collector.not_applicable.update(counts)
     if hosts and not state.worker_hosts:
         state.worker_hosts = list(hosts)
+    left_out = output.get(XDIST_LEFT_OUT)
+    if left_out and not state.worker_left_out:
+        state.worker_left_out = list(left_out)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -334,6 +407,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         rule = catalogue.rule_of(item)
         if rule is None:
             base = item.stash[RECORD_BASE] = {}
+        elif isinstance(item, xmlproblems.UnreadableXmlItem):
+            base = item.stash[RECORD_BASE] = {"rule": rule[0], "severity": rule[1], "target": item.target,
+                                              "source": item.problem.path, "params": {}}
         else:
             target = item_target(item)
             base = item.stash[RECORD_BASE] = _jsonable({
@@ -352,6 +428,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for key in (REC_OUTCOME, REC_NOTE, REC_WAIVER):
             if marks.get(key) is not None:
                 record[key] = _jsonable(marks[key])  # type: ignore[literal-required]
+        _add_domain_note(record, item_target(item))
     if not report.passed:
         message = message_of(report)
         if report.when == "call" and report.failed and not hasattr(report, "wasxfail") and not is_rule_failure(call):
@@ -363,6 +440,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         _name_rule_in_longrepr(report, record["rule"], message)
     setattr(report, REPORT_ATTR, record)
     return report
+
+
+def _add_domain_note(record: VerdictRecord, target: Target | None) -> None:
+    """Add what is true of the whole domain (a name taken from the file) to a verdict's note, and name its file."""
+    domain_note = target.domain.note if target is not None and target.domain is not None else None
+    if domain_note:
+        record[REC_NOTE] = f"{record[REC_NOTE]}; {domain_note}" if record.get(REC_NOTE) else domain_note
+    source = record.get("source")
+    if record.get(REC_NOTE) and source and source not in record[REC_NOTE]:
+        record[REC_NOTE] = f"{record[REC_NOTE]} [{source}]"
 
 
 #: Per item: the part of its verdict record that is the same in every phase's report.
@@ -425,6 +512,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     verdicts = state.collector.sorted()
     lines = format_table(verdicts, state.collector.not_applicable)
+    left_out = state.left_out()
+    if left_out:
+        lines.append(f"left out: {describe_left_out(left_out)}")
+    notes = [d.note for h in state.loaded_hosts for d in h.domains if d.note]
+    lines += [f"note: {n}" for n in notes[:20]] + ([f"note: ... and {len(notes) - 20} more"] if len(notes) > 20 else [])
     if not lines:
         return
     terminalreporter.section("kvmio verdicts")

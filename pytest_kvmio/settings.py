@@ -9,6 +9,7 @@ Option combinations are checked once, in `check_conflicts`, from `pytest_configu
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,15 @@ def existing_path(value: str) -> str:
     if not Path(value).exists():
         raise ValueError(f"{value}: no such file or directory")
     return value
+
+
+def existing_paths(value: str) -> str:
+    """Accept a path that exists, or a glob (quoted, so the shell left it) that matches something."""
+    if any(c in value for c in "*?[") and not Path(value).exists():
+        if not glob.glob(value, recursive=True):
+            raise ValueError(f"{value}: the pattern matches no file or directory")
+        return value
+    return existing_path(value)
 
 
 def whole_number(least: int) -> Callable[[str], int]:

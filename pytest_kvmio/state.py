@@ -40,6 +40,8 @@ class KvmioState:
     target_facts: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Under pytest-xdist the controller loads no host: the workers' host summaries (see host_summaries).
     worker_hosts: list[dict[str, Any]] = field(default_factory=list)
+    #: Under pytest-xdist: the workers' list of domains left out (see left_out).
+    worker_left_out: list[dict[str, Any]] = field(default_factory=list)
 
     def hosts(self) -> list[HostTarget]:
         """Load the targets on first use: offline XML files, fio result directories, or live hosts."""
@@ -50,6 +52,12 @@ class KvmioState:
     @property
     def loaded_hosts(self) -> list[HostTarget]:
         return self._hosts or []
+
+    def left_out(self) -> list[dict[str, Any]]:
+        """Return the domains no rule judged (another driver runs them), with why (the workers' under xdist)."""
+        if self._hosts is None:
+            return self.worker_left_out
+        return [{"domain": d.domain, "source": d.source, "reason": d.reason} for h in self._hosts for d in h.left_out]
 
     def host_summaries(self) -> list[dict[str, Any]]:
         """Return each loaded host's facts as plain values with its error (the workers' under xdist)."""
@@ -62,6 +70,16 @@ class KvmioState:
         """Return True when this run checks something with kvmio (targets named, loaded, or rules run)."""
         named = any(self.config.getoption(o, None) for o in TARGET_OPTIONS)
         return named or self._hosts is not None or bool(self.collector.verdicts)
+
+
+def describe_left_out(left_out: list[dict[str, Any]]) -> str:
+    """Say how many domains were not judged and why, in one line (`3 domains not run by QEMU: xen 2, lxc 1 ...`)."""
+    kinds: dict[str, int] = {}
+    for entry in left_out:
+        kind = str(entry["reason"]).split(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    each = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+    return f"{len(left_out)} domain(s) not run by QEMU, not judged ({each}); kvmio's rules concern kvm, qemu and hvf domains"
 
 
 STATE = pytest.StashKey[KvmioState]()

@@ -25,6 +25,9 @@ def test_io_mode_is_one_libvirt_knows(disk):
 @pytest.mark.rule("disk-direct-io-for-async")
 def test_async_io_uses_direct_io(disk):
     """Linux AIO is only asynchronous with O_DIRECT (libvirt refuses native without it); io_uring through the page cache pays for double caching and host-crash exposure."""
+    reaches, backend = disk.aio_backend
+    if disk.io == "io_uring" and reaches is None:
+        pytest.skip(f"{disk.id}: {backend}")
     assert disk.effective_cache in DIRECT_CACHE_MODES, (
         f"{disk.id}: io='{disk.io}' with cache='{disk.effective_cache}'"
         + ("" if disk.cache not in (None, "default") else " (QEMU's default)")
@@ -35,6 +38,9 @@ def test_async_io_uses_direct_io(disk):
 @pytest.mark.rule("disk-native-not-sparse")
 def test_native_aio_is_not_on_a_sparse_image(disk):
     """Linux AIO blocks while a sparse image grows; guests hang on metadata updates."""
+    reaches, why = disk.aio_backend
+    if reaches is None:
+        pytest.skip(f"{disk.id}: {why}; lint the domain's live XML (--host) or use a file or block disk")
     allocation = disk.allocation
     if allocation.thin is None:
         pytest.skip(f"{disk.describe_allocation()}; run against the host (--host) to read it")
@@ -47,6 +53,9 @@ def test_native_aio_is_not_on_a_sparse_image(disk):
 @pytest.mark.rule("disk-io-uring-supported")
 def test_io_uring_only_where_the_host_supports_it(disk, hypervisor):
     """A disk with io='io_uring' fails to start on a host without io_uring (old kernel/QEMU/libvirt or disabled)."""
+    reaches, backend = disk.aio_backend
+    if reaches is None:
+        pytest.skip(f"{disk.id}: {backend}")
     supported, why = hypervisor.io_uring_support()
     if supported is None:
         hint = " (offline: supply them with --assume kernel=...,qemu=...,libvirt=...)" if hypervisor.offline else ""
@@ -96,7 +105,7 @@ def test_virtio_queues_match_vcpus(disk, hypervisor):
         )
         return
     if queues is None:
-        queues, where = default_queues(disk.domain, hypervisor.qemu)
+        queues, where = default_queues(disk, hypervisor.qemu)
         if queues is None:
             pytest.skip(f"{disk.id}: no queues attribute and {where}")
     vcpus, most = disk.domain.vcpus, disk.domain.max_vcpus

@@ -31,7 +31,7 @@ def test_guest_sees_the_configured_queues(disk, guest_disk, hypervisor, kvmio_fa
     """Queues configured in libvirt help only if the guest driver really opens them."""
     queues, where = configured_queues(disk)
     if queues is None:
-        queues, where = default_queues(disk.domain, hypervisor.qemu)
+        queues, where = default_queues(disk, hypervisor.qemu)
         if queues is None:
             pytest.skip(f"{disk.id}: {where}")
     kvmio_facts.update(guest_device=guest_disk.device, configured_queues=queues, guest_queues=guest_disk.hw_queues)

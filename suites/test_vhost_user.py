@@ -59,7 +59,7 @@ def test_vhost_user_queues_fit_what_the_backend_offers(disk, hypervisor, kvmio_f
     """QEMU refuses to start a vhost-user disk with more queues than its backend offers ('The maximum number of queues supported by the backend is 1')."""
     queues, where = configured_queues(disk)
     if queues is None:
-        queues, where = default_queues(disk.domain, hypervisor.qemu)
+        queues, where = default_queues(disk, hypervisor.qemu)
     if disk.backend is None:
         raise CouldNotJudge(f"{disk.id}: no facts about socket {disk.source_path} were read on the host")
     offered, how = disk.backend.queues()

@@ -63,13 +63,13 @@ def test_rule_results_carry_labels_description_and_attachments(pytester: pytest.
     result, results = allure_run(pytester, xml_dir)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     by_title = results_by_title(results)
-    unsafe = by_title["disk-cache-safe on offline/vm01/vda"]
+    unsafe = by_title["disk-cache-safe on offline/vm01.xml:vm01/vda"]
     assert unsafe["status"] == "failed"
     found = labels(unsafe)
     assert found["epic"] == ["offline"] and found["feature"] == ["vm01"] and found["story"] == ["disk-cache-safe"]
     assert found["suite"] == ["disk-cache-safe"] and found["parentSuite"] == ["disk rules"]
     assert found["severity"] == ["critical"]
-    assert "disk-cache-safe" in found["tag"] and found["kvmio_target"] == ["offline/vm01/vda"]
+    assert "disk-cache-safe" in found["tag"] and found["kvmio_target"] == ["offline/vm01.xml:vm01/vda"]
     assert unsafe["description"].startswith("cache='unsafe' ignores guest flushes")
     attachments = {a["name"]: results / a["source"] for a in unsafe["attachments"]}
     assert {"kvmio_target.domain.xml", "host facts", "verdict facts"} <= set(attachments)
@@ -77,7 +77,7 @@ def test_rule_results_carry_labels_description_and_attachments(pytester: pytest.
     assert json.loads(attachments["host facts"].read_text())["kernel"] == "6.1"
     assert json.loads(attachments["verdict facts"].read_text())["cache"] == "unsafe"
 
-    perf = by_title["perf-randread-4k on offline/vm01/vda"]
+    perf = by_title["perf-randread-4k on offline/vm01.xml:vm01/vda"]
     perf_attachments = {a["name"]: results / a["source"] for a in perf["attachments"]}
     table = perf_attachments["perf: measured vs threshold vs baseline"].read_text()
     assert "8,200" in table and "10,000" in table and "12,000 ± 10%" in table
@@ -120,8 +120,8 @@ def test_categories_match_the_messages_kvmio_writes(pytester: pytest.Pytester, x
         result = by_title[title]
         return _category(result["status"], result["statusDetails"]["message"])
 
-    assert category_of("disk-cache-safe on offline/vm01/vda") == "Configuration violation"
-    assert category_of("perf-randread-4k on offline/vm01/vda") == "Performance regression"
+    assert category_of("disk-cache-safe on offline/vm01.xml:vm01/vda") == "Configuration violation"
+    assert category_of("perf-randread-4k on offline/vm01.xml:vm01/vda") == "Performance regression"
     assert _category("failed", "Failed: 127.0.0.1:9: cannot run commands via ssh://nobody@127.0.0.1:9 (exit 255): "
                                "ssh: connect to host 127.0.0.1 port 9: Connection refused") == (
         "Unreachable host / infrastructure"
@@ -175,7 +175,7 @@ def test_allure3_puts_each_message_in_the_same_category_as_allure2(pytester: pyt
         ("failed", "AssertionError: hv01: vm.swappiness is 60\nassert 60 <= 10"),
         ("failed", "TimeoutError: AssertionError raised later"),  # Allure 2 matches from the start: no category
         ("broken", "KeyError: 'disk'"),
-        ("skipped", "Skipped: offline/vm01/vda: io is not native"),
+        ("skipped", "Skipped: offline/vm01.xml:vm01/vda: io is not native"),
         ("passed", ""),
     ]
     name, allure3 = _allure3_categories(cases)
@@ -189,11 +189,11 @@ def test_allure3_puts_each_message_in_the_same_category_as_allure2(pytester: pyt
 def test_a_waived_failure_is_skipped_and_tagged_in_allure(pytester: pytest.Pytester, xml_dir) -> None:
     waivers = pytester.path / "waivers.yaml"
     waivers.write_text(
-        "- {rule: disk-cache-safe, target: 'offline/vm01/vda', justification: scratch VM with disposable data,"
+        "- {rule: disk-cache-safe, target: 'offline/vm01.xml:vm01/vda', justification: scratch VM with disposable data,"
         " expires: 2099-01-01, ticket: CHG-1}\n"
     )
     _, results = allure_run(pytester, xml_dir, "--waivers", str(waivers))
-    waived = results_by_title(results)["disk-cache-safe on offline/vm01/vda"]
+    waived = results_by_title(results)["disk-cache-safe on offline/vm01.xml:vm01/vda"]
     assert waived["status"] == "skipped"
     assert labels(waived)["kvmio_outcome"] == ["waived"] and "waived" in labels(waived)["tag"]
     assert "Waived" in waived["description"] and "CHG-1" in waived["description"]
@@ -203,7 +203,7 @@ def test_a_waived_failure_is_skipped_and_tagged_in_allure(pytester: pytest.Pytes
 def test_no_charts_without_matplotlib_said_once(pytester: pytest.Pytester, xml_dir) -> None:
     (pytester.path / "conftest.py").write_text("import sys\nsys.modules['matplotlib'] = None\n")
     result, results = allure_run(pytester, xml_dir)
-    perf = results_by_title(results)["perf-randread-4k on offline/vm01/vda"]
+    perf = results_by_title(results)["perf-randread-4k on offline/vm01.xml:vm01/vda"]
     assert "perf chart" not in {a["name"] for a in perf["attachments"]}
     assert result.stdout.str().count("matplotlib is not installed; perf charts were left out") == 1
 

@@ -165,14 +165,14 @@ def tree_paths(report: Path) -> dict[str, list[str]]:
 
 def test_report_tree_is_grouped_by_rule_level_rule_and_host_not_by_file(gate_run, served: str, tmp_path: Path) -> None:
     paths = tree_paths(gate_run[1] / "allure-report")
-    assert paths["disk-cache-safe on offline/vm01/vda"] == ["disk rules", "disk-cache-safe", "offline"]
-    assert paths["perf-randread-4k on offline/vm01/vdb"] == ["disk rules", "perf-randread-4k", "offline"]
+    assert paths["disk-cache-safe on offline/vm01.xml:vm01/vda"] == ["disk rules", "disk-cache-safe", "offline"]
+    assert paths["perf-randread-4k on offline/vm01.xml:vm01/vdb"] == ["disk rules", "perf-randread-4k", "offline"]
     assert all(path[0] in ("host rules", "domain rules", "disk rules") for path in paths.values()), paths
     # As rendered: Allure opens the groups holding failures, so the failed rule shows under level → rule → host.
     text = text_of(chromium(served, tmp_path, "--dump-dom"))
     assert "test_disks.py" not in text and "test_perf_rules.py" not in text  # Allure 3's default: by file
     assert re.search(r"disk rules [\d ]+ .*? disk-cache-safe [\d ]+ offline [\d ]+ "
-                     r"disk-cache-safe on offline/vm01/vda", text), text[:3000]
+                     r"disk-cache-safe on offline/vm01.xml:vm01/vda", text), text[:3000]
 
 
 def test_report_categories_name_our_failures(served: str, tmp_path: Path) -> None:
@@ -181,17 +181,17 @@ def test_report_categories_name_our_failures(served: str, tmp_path: Path) -> Non
     assert "Product errors" not in text and "Test errors" not in text  # Allure's defaults: nothing left over
     # category → rule → message (target and finding) → result; ours are expanded
     violation = re.search(r"Configuration violation \d+ kvmio_rule disk-cache-safe \d+ AssertionError: "
-                          r"offline/vm01/vda: cache='unsafe' ignores guest flushes.*? disk-cache-safe on offline/vm01/vda",
+                          r"offline/vm01.xml:vm01/vda: cache='unsafe' ignores guest flushes.*? disk-cache-safe on offline/vm01.xml:vm01/vda",
                           text)
     assert violation, text[:3000]
     regression = re.search(r"Performance regression \d+ kvmio_rule perf-randread-4k \d+ AssertionError: "
-                           r"offline/vm01/vda: randread-4k iops: median 8,200 .*? perf-randread-4k on offline/vm01/vda",
+                           r"offline/vm01.xml:vm01/vda: randread-4k iops: median 8,200 .*? perf-randread-4k on offline/vm01.xml:vm01/vda",
                            text)
     assert regression, text[:3000]
     # in the order of ci/allurerc.yaml; the perf failures are not also counted as configuration violations
     assert regression.start() < violation.start()
     perf_section = text[regression.start():text.index("Configuration violation", regression.start())]
-    assert "perf-randread-4k on offline/vm01/vdb" in perf_section and "disk-cache-safe on" not in perf_section
+    assert "perf-randread-4k on offline/vm01.xml:vm01/vdb" in perf_section and "disk-cache-safe on" not in perf_section
     ARTIFACTS.mkdir(exist_ok=True)
     chromium(url, tmp_path, f"--screenshot={ARTIFACTS / 'allure-categories.png'}")
     assert (ARTIFACTS / "allure-categories.png").stat().st_size > 10_000
@@ -205,7 +205,7 @@ def _result_id(gate_run, title: str) -> str:
 
 
 def test_a_failed_rule_shows_its_attachments_and_perf_chart(gate_run, served: str, tmp_path: Path) -> None:
-    url = f"{served}#{_result_id(gate_run, 'perf-randread-4k on offline/vm01/vda')}"
+    url = f"{served}#{_result_id(gate_run, 'perf-randread-4k on offline/vm01.xml:vm01/vda')}"
     text = text_of(chromium(url, tmp_path, "--dump-dom"))
     assert "Failed" in text and "Critical" in text and "Performance regression" in text  # its category
     for name in ("kvmio_target.domain.xml", "host facts", "verdict facts",

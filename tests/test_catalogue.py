@@ -13,7 +13,9 @@ import yaml
 from pytest_kvmio.catalogue import RULES, lookup
 from tests.conftest import REPO, SUITES, kvmio
 
-ROW = re.compile(r"^\| `(?P<id>[^`]+)` \| (?P<level>\w+) \| (?P<severity>\w+) \| (?P<summary>.+?) \| (?P<applies>.+?) \|$")
+ROW = re.compile(
+    r"^\| `(?P<id>[^`]+)` \| (?P<level>\w+) \| (?P<severity>\w+) \| (?P<summary>.+?) \| (?P<applies>.+?) \| (?P<cites>.+?) \|$"
+)
 
 
 def suite_rules() -> dict[str, object]:
@@ -51,8 +53,8 @@ def test_the_readme_tables_are_the_catalogue() -> None:
     rows = [m.groupdict() for line in (REPO / "README.md").read_text().splitlines() if (m := ROW.match(line))]
     assert [r["id"] for r in rows] == [rule.id for rule in RULES]
     for row, rule in zip(rows, RULES):
-        assert (row["level"], row["severity"], row["summary"], row["applies"]) == (
-            rule.level, rule.severity, rule.summary, rule.applies_when
+        assert (row["level"], row["severity"], row["summary"], row["applies"], row["cites"]) == (
+            rule.level, rule.severity, rule.summary, rule.applies_when, rule.cites
         ), rule.id
 
 
@@ -62,7 +64,8 @@ def test_kvmio_rules_prints_the_catalogue() -> None:
     assert json.loads(listed.stdout) == [rule.as_dict() for rule in RULES]
     table = kvmio("rules")
     assert table.returncode == 0 and all(rule.id in table.stdout for rule in RULES)
-    assert "applies to: io='native' or io='io_uring'" in table.stdout
+    assert "applies to: io='native' on a disk QEMU's block layer serves" in table.stdout
+    assert "scope from: libvirt src/qemu/qemu_validate.c" in table.stdout
 
 
 def test_lookup_matches_profile_rules_by_pattern() -> None:

@@ -143,6 +143,17 @@ def test_verdicts_equal_expected(summary: dict[str, Any], run: str) -> None:
     assert len(verdicts) == len(actual), "one verdict per rule per target"
 
 
+def test_domains_of_other_drivers_are_left_out_and_listed(summary: dict[str, Any], run: str) -> None:
+    """A domain QEMU does not run (here libvirt's test driver's, linted offline) makes no item; the summary lists it."""
+    listed = {entry["domain"]: entry for entry in summary["left_out"]}
+    assert set(listed) == set(EXPECTED["left_out"])
+    for domain, why in EXPECTED["left_out"].items():
+        assert listed[domain]["reason"].startswith(why), listed[domain]
+        assert listed[domain]["source"].endswith(domain.split("/")[1].split(":")[0])
+        assert not [v for v in summary["verdicts"] if v["target"].startswith(domain)]
+    assert "left out: 1 domain(s) not run by QEMU" in summary["_output"]
+
+
 def test_not_applicable_rules_make_no_item_and_are_counted(summary: dict[str, Any], run: str) -> None:
     """A rule that does not concern a target has no verdict; the summary counts it per rule."""
     absent = [k for k, v in expected_verdicts(run).items() if _split(v)[0] == "not-applicable"]
@@ -202,7 +213,7 @@ def test_writeback_is_reported_not_failed(summary: dict[str, Any]) -> None:
     """Ceph recommends writeback for RBD: the verdict passes with a note naming the disk."""
     (verdict,) = [
         v for v in summary["verdicts"]
-        if v["rule"] == "disk-cache-safe" and v["target"] == "offline/kvmio-corpus-instance-000001f3/vda"
+        if v["rule"] == "disk-cache-safe" and v["target"] == "offline/libvirt-nova-rbd.xml:kvmio-corpus-instance-000001f3/vda"
     ]
     assert verdict["outcome"] == "passed"
     assert "cache=writeback" in verdict["message"] and verdict["target"] in verdict["message"]
@@ -212,7 +223,7 @@ def test_writeback_is_reported_not_failed(summary: dict[str, Any]) -> None:
 def test_disk_verdicts_carry_the_disk_facts(summary: dict[str, Any]) -> None:
     (verdict,) = [
         v for v in summary["verdicts"]
-        if v["rule"] == "disk-multiqueue" and v["target"] == "offline/kvmio-corpus-san-drift/sda"
+        if v["rule"] == "disk-multiqueue" and v["target"] == "offline/libvirt-san-drift.xml:kvmio-corpus-san-drift/sda"
     ]
     assert verdict["facts"]["controller"] == {"model": "virtio-scsi", "queues": 2, "iothread": None}
     assert verdict["facts"]["vcpus"] == 4
@@ -231,13 +242,38 @@ def test_bad_domain_xml_is_a_usage_error_naming_the_file(pytester: pytest.Pytest
     assert "Traceback" not in output
 
 
-def test_a_bad_file_in_a_directory_is_named(pytester: pytest.Pytester) -> None:
-    """A directory with one malformed file among good ones: the error names that file."""
+def test_a_bad_file_in_a_directory_is_an_error_item_and_the_others_are_judged(pytester: pytest.Pytester) -> None:
+    """A directory with one malformed file among good ones: that file is an error item naming file and line, the
+    good one keeps all its verdicts, and the gate fails (exit 1, not the usage error of a lint that read nothing)."""
     corpus = pytester.mkdir("templates")
     (corpus / "good.xml").write_text((CORPUS / "libvirt-virtmanager.xml").read_text())
     (corpus / "zz-broken.xml").write_text((BAD_CORPUS / "truncated.xml").read_text())
+    out = pytester.path / "v.json"
+    result = pytester.runpytest(str(SUITES_DIR), "--domain-xml", str(corpus), "--kvmio-json", str(out),
+                                "-p", "no:cacheprovider")
+    output = "\n".join(result.outlines + result.errlines)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "Traceback" not in output
+    verdicts = json.loads(out.read_text())["verdicts"]
+    (error,) = [v for v in verdicts if v["outcome"] == "error"]
+    assert (error["rule"], error["target"]) == ("domain-xml-readable", "offline/zz-broken.xml")
+    assert error["source"] == str(corpus / "zz-broken.xml")
+    assert "zz-broken.xml: line " in error["message"] and "malformed XML" in error["message"]
+    good = [v for v in verdicts if v["target"].startswith("offline/good.xml:kvmio-corpus-virtmanager")]
+    alone = pytester.runpytest(str(SUITES_DIR), "--domain-xml", str(corpus / "good.xml"), "--kvmio-json",
+                               str(pytester.path / "alone.json"), "-p", "no:cacheprovider")
+    assert alone.ret == pytest.ExitCode.TESTS_FAILED
+    assert good and sorted((v["rule"], v["target"], v["outcome"]) for v in good) == sorted(
+        (v["rule"], v["target"], v["outcome"]) for v in json.loads((pytester.path / "alone.json").read_text())["verdicts"]
+        if v["target"] != "offline")
+
+
+def test_a_lint_where_no_file_can_be_read_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    corpus = pytester.mkdir("templates")
+    (corpus / "a.xml").write_text((BAD_CORPUS / "truncated.xml").read_text())
+    (corpus / "b.xml").write_text("<domain type='kvm'>")
     result = pytester.runpytest(str(SUITES_DIR), "--domain-xml", str(corpus), "-p", "no:cacheprovider")
     output = "\n".join(result.outlines + result.errlines)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "zz-broken.xml" in output and "malformed XML" in output
+    assert "no file could be read" in output and "a.xml" in output and "b.xml" in output
     assert "Traceback" not in output

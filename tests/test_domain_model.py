@@ -11,9 +11,9 @@ from pytest_kvmio.model.domain import (
     DomainXMLError,
     configured_queues,
     default_queues,
-    load_domain_files,
     parse_domain,
 )
+from pytest_kvmio.model.xmlfiles import load_domain_files
 from pytest_kvmio.model.versions import Version
 
 CORPUS = Path(__file__).resolve().parent / "data" / "domains"
@@ -131,7 +131,8 @@ def test_vcpu_current_and_max() -> None:
     assert dom.vcpu_cpus(0) is None  # not pinned at all
     sda = disk(dom, "sda")
     assert sda.readonly and sda.is_virtio_scsi and sda.controller.queues is None
-    assert default_queues(dom, None) == (2, "QEMU default for machine type pc-i440fx-7.2: one queue per vCPU")
+    assert default_queues(sda, None) == (
+        2, "QEMU default for machine type pc-i440fx-7.2: one queue per vCPU (QEMU hw/core/machine.c hw_compat_5_1)")
 
 
 def test_nova_local_and_iscsi_volume() -> None:
@@ -210,7 +211,8 @@ def test_partial_iothreadids_are_completed_like_libvirt() -> None:
 )
 def test_default_queues(name: str, qemu: str | None, queues: int | None, basis: str) -> None:
     dom = load(name)
-    got, why = default_queues(dom, Version.parse(qemu) if qemu else None)
+    first_virtio = next(d for d in dom.disks if d.is_virtio_blk or d.is_virtio_scsi)
+    got, why = default_queues(first_virtio, Version.parse(qemu) if qemu else None)
     assert got == queues
     assert basis in why
 
@@ -224,7 +226,7 @@ def test_default_queues(name: str, qemu: str | None, queues: int | None, basis: 
         ("truncated.xml", "malformed XML"),
         ("not-a-domain.xml", "root element is <network>, expected <domain>"),
         ("bad-cpuset.xml", "domain bad-cpuset: <iothreadpin iothread='1'>: '4-2' in cpuset '4-2'"),
-        ("bad-queues.xml", "<controller type='scsi' index='0'>: queues='four' is not a whole number"),
+        ("bad-queues.xml", "<controller type='scsi' index='0'> (line 6): queues='four' is not a whole number"),
         ("no-target-dev.xml", "domain bad-no-target: a <disk> has no <target dev=...>"),
     ],
 )
@@ -239,19 +241,19 @@ def test_bad_xml_errors_name_the_file_and_the_element(bad: str, says: str) -> No
 @pytest.mark.parametrize(
     ("xml", "says"),
     [
-        ("<domain><name>d</name><vcpu>two</vcpu></domain>", "domain d: <vcpu>: 'two' is not a whole number"),
-        ("<domain><name>d</name><vcpu current='x'>2</vcpu></domain>", "<vcpu>: current='x'"),
+        ("<domain><name>d</name><vcpu>two</vcpu></domain>", "domain d: <vcpu> (line 1): 'two' is not a whole number"),
+        ("<domain><name>d</name><vcpu current='x'>2</vcpu></domain>", "<vcpu> (line 1): current='x'"),
         ("<domain><name>d</name><vcpu cpuset='0-'>2</vcpu></domain>", "<vcpu cpuset>: '0-'"),
         ("<domain><name>d</name><cputune><vcpupin vcpu='0' cpuset='1,,2'/></cputune></domain>", "<vcpupin vcpu='0'>"),
         ("<domain><name>d</name><cputune><emulatorpin cpuset='x'/></cputune></domain>", "<emulatorpin>"),
-        ("<domain><name>d</name><iothreadids><iothread id='a'/></iothreadids></domain>", "<iothreadids>: id='a'"),
+        ("<domain><name>d</name><iothreadids><iothread id='a'/></iothreadids></domain>", "<iothreadids> (line 1): id='a'"),
         (
             "<domain><name>d</name><devices><disk><driver queues='2.5'/><target dev='vda'/></disk></devices></domain>",
-            "disk vda: <driver>: queues='2.5' is not a whole number",
+            "disk vda: <driver> (line 1): queues='2.5' is not a whole number",
         ),
         (
             "<domain><name>d</name><devices><disk><driver iothread='one'/><target dev='vda'/></disk></devices></domain>",
-            "disk vda: <driver>: iothread='one'",
+            "disk vda: <driver> (line 1): iothread='one'",
         ),
         ("<domain><devices/></domain>", "<domain> has no <name>"),
         ("<domainsnapshot><name>s</name></domainsnapshot>", "root element is <domainsnapshot>"),

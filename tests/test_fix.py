@@ -121,7 +121,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     legacy = str(DATA / "domains" / "libvirt-legacy.xml")
     left = kvmio("fix", legacy, "--out", str(tmp_path / "a"))
     assert left.returncode == 1
-    assert "left domain-iothread-pinned on offline/kvmio-corpus-legacy: needs the host's CPU count" in left.stdout
+    assert "left domain-iothread-pinned on offline/libvirt-legacy.xml:kvmio-corpus-legacy: needs the host's CPU count" in left.stdout
     assert kvmio("fix", legacy, "--out", str(tmp_path / "b"), "--assume", "cpus=4").returncode == 0
     for args, says in (((legacy,), "--out DIR"), ((legacy, "--out", str(tmp_path), "--rule", "no-such-rule"), "no-such-rule"),
                        ((legacy, "--out", str(tmp_path), "--apply"), "need --host"),
@@ -150,7 +150,7 @@ def test_every_failed_verdict_carries_a_fix_in_the_json_summary(pytester: pytest
 def test_the_terminal_shows_the_fix_under_the_failure(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(str(SUITES / "test_disks.py"), "--domain-xml",
                                            str(DATA / "domains" / "handwritten-typos.xml"), "-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(["*kvmio fix*", "fix: offline/tmpl-typos/vda: set io='io_uring'*(takes effect: define)",
+    result.stdout.fnmatch_lines(["*kvmio fix*", "fix: offline/handwritten-typos.xml:tmpl-typos/vda: set io='io_uring'*(takes effect: define)",
                                  "  virt-xml tmpl-typos --edit target=vda --disk io=io_uring"])
 
 

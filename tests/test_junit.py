@@ -43,7 +43,7 @@ def test_xunit2_junit_is_valid_without_warnings_and_names_the_rules(pytester: py
     for element in failures + skips:
         assert element.get("message", "").split(":")[0] in rules | {"disk-multiqueue", "disk-io-uring-supported"}, element.get("message")
     unsafe = [f.get("message") for f in failures if f.get("message", "").startswith("disk-cache-safe:")]
-    assert unsafe == ["disk-cache-safe: offline/vm01/vda: cache='unsafe' ignores guest flushes; use cache='none' "
+    assert unsafe == ["disk-cache-safe: offline/vm01.xml:vm01/vda: cache='unsafe' ignores guest flushes; use cache='none' "
                       f"(or writeback where guests flush) [{xml_dir / 'vm01.xml'}]"]
 
 

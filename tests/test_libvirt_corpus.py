@@ -89,11 +89,35 @@ def test_no_crash_and_every_verdict_names_its_source_file(summary: dict[str, Any
             assert str(source) in verdict["message"], verdict
 
 
-def test_rule_and_target_are_unique_though_64_files_name_their_domain_qemuguest1(summary: dict[str, Any]) -> None:
+def _file_verdicts(pytester: pytest.Pytester, name: str, paths: list[Path], assume: str | None) -> dict[tuple[str, str], str]:
+    """(rule, target) -> outcome of a lint of `paths` alone (no host rules)."""
+    out = pytester.path / f"{name}.json"
+    args = [str(SUITES), *(a for p in paths for a in ("--domain-xml", str(p))), "--kvmio-json", str(out), "-p", "no:cacheprovider"]
+    pytester.runpytest(*args, *(["--assume", assume] if assume else []))
+    return {(v["rule"], v["target"]): v["outcome"] for v in json.loads(out.read_text())["verdicts"]
+            if not v["rule"].startswith("host-")}
+
+
+def test_rule_and_target_are_unique_though_64_files_name_their_domain_qemuguest1(
+        summary: dict[str, Any], pytester: pytest.Pytester, request: pytest.FixtureRequest) -> None:
     keys = Counter((v["rule"], v["target"]) for v in summary["verdicts"])
     assert [k for k, n in keys.items() if n > 1] == []
-    assert any(v["target"].startswith("offline/QEMUGuest1@disk-cache/") for v in summary["verdicts"])
     assert "[" not in "".join(v["nodeid"].rsplit("]", 1)[-1] for v in summary["verdicts"])  # no pytest suffixes
+    # The ids carry the file, so they are the same whatever else is linted in the run: disk-cache.xml alone,
+    # with one other file naming its domain QEMUGuest1 too, and within the whole corpus.
+    assume = request.node.callspec.params["summary"]
+    whole = {(v["rule"], v["target"]): v["outcome"] for v in summary["verdicts"]
+             if v["target"].startswith("offline/disk-cache.xml:")}
+    assert {t for _, t in whole} == {f"offline/disk-cache.xml:QEMUGuest1/{d}" for d in ("hda", "hdb", "sda", "sdb", "vda")}
+    alone = _file_verdicts(pytester, "alone", [CORPUS / "disk-cache.xml"], assume)
+    pair = pytester.path / "pair"
+    pair.mkdir()
+    for name in ("disk-cache.xml", "iothreads-disk.xml"):
+        (pair / name).write_bytes((CORPUS / name).read_bytes())
+    with_other = _file_verdicts(pytester, "pair", [pair], assume)
+    assert alone == whole
+    assert {k: o for k, o in with_other.items() if k[1].startswith("offline/disk-cache.xml:")} == whole
+    assert any(t.startswith("offline/iothreads-disk.xml:QEMUGuest1/") for _, t in with_other)
 
 
 def test_skips_are_unknown_facts_only_and_rare_once_the_host_is_assumed(pytester, tmp_path_factory) -> None:
@@ -116,53 +140,51 @@ def test_libvirt_features_raise_no_false_alarm(summary: dict[str, Any]) -> None:
         return verdicts[(rule, target)]["outcome"] if (rule, target) in verdicts else "not-applicable"
 
     # Queue→IOThread mappings on a virtio disk's and on a virtio-scsi controller's <driver> are IOThreads.
-    for target in ("offline/QEMUGuest1@iothreads-disk/vdc", "offline/QEMUGuest1@iothreads-disk/vdd",
-                   "offline/QEMUGuest1@iothreads-virtio-scsi-mapping/sdc"):
+    for target in ("offline/iothreads-disk.xml:QEMUGuest1/vdc", "offline/iothreads-disk.xml:QEMUGuest1/vdd",
+                   "offline/iothreads-virtio-scsi-mapping.xml:QEMUGuest1/sdc"):
         assert outcome("disk-iothread-assigned", target) == "passed", target
     # ... and the mapping, not the vCPU count, decides the queues (4 queues on 2 vCPUs; 3 queues round-robin).
-    assert outcome("disk-multiqueue", "offline/QEMUGuest1@iothreads-disk/vdc") == "passed"
-    assert outcome("disk-multiqueue", "offline/QEMUGuest1@iothreads-virtio-scsi-mapping/sdc") == "passed"
+    assert outcome("disk-multiqueue", "offline/iothreads-disk.xml:QEMUGuest1/vdc") == "passed"
+    assert outcome("disk-multiqueue", "offline/iothreads-virtio-scsi-mapping.xml:QEMUGuest1/sdc") == "passed"
     # vhost-user and vhost-vdpa disks bypass QEMU's block layer: those rules make no item.
-    for target in ("offline/QEMUGuest1@disk-vhostuser/vda", "offline/QEMUGuest1@disk-vhostuser/vdb",
-                   "offline/QEMUGuest1@disk-vhostvdpa/vda", "offline/QEMUGuest1@disk-vhostuser-numa/vda"):
+    for target in ("offline/disk-vhostuser.xml:QEMUGuest1/vda", "offline/disk-vhostuser.xml:QEMUGuest1/vdb",
+                   "offline/disk-vhostvdpa.xml:QEMUGuest1/vda", "offline/disk-vhostuser-numa.xml:QEMUGuest1/vda"):
         assert {r for r in BLOCK_LAYER_RULES if outcome(r, target) != "not-applicable"} == set(), target
-    assert outcome("disk-multiqueue", "offline/QEMUGuest1@disk-vhostvdpa/vda") == "not-applicable"
+    assert outcome("disk-multiqueue", "offline/disk-vhostvdpa.xml:QEMUGuest1/vda") == "not-applicable"
     # Shared guest memory for vhost-user: <memoryBacking><access mode='shared'/>, or every NUMA cell memAccess='shared'.
-    for target in ("offline/QEMUGuest1@disk-vhostuser/vda", "offline/QEMUGuest1@disk-vhostuser-numa/vdb"):
+    for target in ("offline/disk-vhostuser.xml:QEMUGuest1/vda", "offline/disk-vhostuser-numa.xml:QEMUGuest1/vdb"):
         assert outcome("disk-vhost-shared-memory", target) == "passed", target
-    assert outcome("disk-vhost-reconnect", "offline/QEMUGuest1@disk-vhostuser/vdb") == "passed"
+    assert outcome("disk-vhost-reconnect", "offline/disk-vhostuser.xml:QEMUGuest1/vdb") == "passed"
     # ... and none of the vhost-user rules concerns vhost-vdpa; the backend rules need a live host.
-    assert {r for r in VHOST_USER_RULES if outcome(r, "offline/QEMUGuest1@disk-vhostvdpa/vda") != "not-applicable"} == set()
-    assert outcome("disk-vhost-backend-serving", "offline/QEMUGuest1@disk-vhostuser/vdb") == "not-applicable"
+    assert {r for r in VHOST_USER_RULES if outcome(r, "offline/disk-vhostvdpa.xml:QEMUGuest1/vda") != "not-applicable"} == set()
+    assert outcome("disk-vhost-backend-serving", "offline/disk-vhostuser.xml:QEMUGuest1/vdb") == "not-applicable"
     # cache='default' is QEMU's default, writeback: passed with the writeback note.
     defaults = [v for v in summary["verdicts"] if v["rule"] == "disk-cache-safe" and "(QEMU default)" in v["message"]]
-    assert any("@disk-sata-device/" in v["target"] for v in defaults)
+    assert any(v["target"].startswith("offline/disk-sata-device.xml:") for v in defaults)
     # A network rbd image is thin by design: judged, and a transient disk's base never grows: not judged.
-    assert outcome("disk-discard-unmap", "offline/QEMUGuest1@disk-network-rbd/vda") == "failed"
-    assert "rbd images are thin by design" in verdicts[("disk-discard-unmap", "offline/QEMUGuest1@disk-network-rbd/vda")]["message"]
-    assert outcome("disk-discard-unmap", "offline/QEMUGuest1@disk-transient/hda") == "not-applicable"
-    assert outcome("disk-native-not-sparse", "offline/QEMUGuest1@disk-transient/hda") == "not-applicable"
+    assert outcome("disk-discard-unmap", "offline/disk-network-rbd.xml:QEMUGuest1/vda") == "failed"
+    assert "rbd images are thin by design" in verdicts[("disk-discard-unmap", "offline/disk-network-rbd.xml:QEMUGuest1/vda")]["message"]
+    assert outcome("disk-discard-unmap", "offline/disk-transient.xml:QEMUGuest1/hda") == "not-applicable"
+    assert outcome("disk-native-not-sparse", "offline/disk-transient.xml:QEMUGuest1/hda") == "not-applicable"
 
 
 # --- a sample judged by hand --------------------------------------------------------------------------
 
 
-def _labelled(target: str, stem: str, present: set[str]) -> str:
-    """Map a per-file target id (offline/QEMUGuest1/vdb) to its id in the whole-directory run."""
-    host, name, *rest = target.split("/")
-    labelled = "/".join([host, f"{name}@{stem}", *rest])
-    return labelled if labelled in present or any(t.startswith(labelled + "/") for t in present) else target
+def _full_id(target: str, file: str) -> str:
+    """Map a per-file target id of the sample (offline/QEMUGuest1/vdb) to its id (offline/FILE:QEMUGuest1/vdb)."""
+    host, rest = target.split("/", 1)
+    return f"{host}/{file}:{rest}"
 
 
 def test_the_hand_judged_sample_matches(pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
     summary = lint(pytester, tmp_path_factory, None)
     verdicts = by_key(summary)
-    present = {target for _, target in verdicts}
     wrong = []
     for file, targets in SAMPLE.items():
         assert (CORPUS / file).is_file(), file
         for target, rules in targets.items():
-            full = _labelled(target, Path(file).stem, present)
+            full = _full_id(target, file)
             for rule, expected in rules.items():
                 found = verdicts.get((rule, full))
                 actual = found["outcome"] if found else "not-applicable"

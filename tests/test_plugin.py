@@ -44,11 +44,11 @@ def test_disk_ids_name_host_domain_and_disk(pytester: pytest.Pytester, xml_dir) 
     result = pytester.runpytest("--domain-xml", str(xml_dir), "--collect-only", "-q")
     result.stdout.fnmatch_lines(
         [
-            "*test_disk[[]offline/vm01/vda]",
-            "*test_disk[[]offline/vm01/vdb]",
-            "*test_disk[[]offline/vm02/vdc]",
-            "*test_domain[[]offline/vm01]",
-            "*test_domain[[]offline/vm02]",
+            "*test_disk[[]offline/vm01.xml:vm01/vda]",
+            "*test_disk[[]offline/vm01.xml:vm01/vdb]",
+            "*test_disk[[]offline/vm02.xml:vm02/vdc]",
+            "*test_domain[[]offline/vm01.xml:vm01]",
+            "*test_domain[[]offline/vm02.xml:vm02]",
             "*test_host[[]offline]",
         ]
     )
@@ -111,16 +111,16 @@ def test_json_summary_has_one_record_per_rule_and_target(pytester: pytest.Pytest
         assert set(record) >= {"rule", "target", "outcome", "message", "facts"}
         assert record["outcome"] in ("passed", "failed", "skipped", "error")
     verdicts = verdicts_of(out)
-    unsafe = verdicts[("disk-cache-safe", "offline/vm01/vda")]
+    unsafe = verdicts[("disk-cache-safe", "offline/vm01.xml:vm01/vda")]
     assert unsafe["outcome"] == "failed"
-    assert "offline/vm01/vda: cache='unsafe'" in unsafe["message"]
+    assert "offline/vm01.xml:vm01/vda: cache='unsafe'" in unsafe["message"]
     assert unsafe["facts"]["cache"] == "unsafe"
-    assert verdicts[("disk-cache-safe", "offline/vm01/vdb")]["outcome"] == "passed"
-    assert verdicts[("disk-direct-io-for-async", "offline/vm01/vdb")]["outcome"] == "passed"
-    assert verdicts[("disk-native-not-sparse", "offline/vm01/vdb")]["outcome"] == "skipped"
+    assert verdicts[("disk-cache-safe", "offline/vm01.xml:vm01/vdb")]["outcome"] == "passed"
+    assert verdicts[("disk-direct-io-for-async", "offline/vm01.xml:vm01/vdb")]["outcome"] == "passed"
+    assert verdicts[("disk-native-not-sparse", "offline/vm01.xml:vm01/vdb")]["outcome"] == "skipped"
     # Rules that don't concern a disk make no verdict, only a count: io-mode-valid, direct-io-for-async,
     # native-not-sparse and io-uring-supported on vda (no io attribute), io-uring-supported on vdb (native).
-    assert ("disk-native-not-sparse", "offline/vm01/vda") not in verdicts
+    assert ("disk-native-not-sparse", "offline/vm01.xml:vm01/vda") not in verdicts
     assert document["rules"]["disk-io-uring-supported"] == {"not_applicable": 2}
     assert document["totals"]["not_applicable"] == 5
     # 8 disk rules x 2 disks: every one either judged once or counted as not applicable.
@@ -137,7 +137,7 @@ def test_writeback_is_reported_not_failed(pytester: pytest.Pytester, xml_dir) ->
     out = pytester.path / "v.json"
     pytester.runpytest(str(SUITES / "test_disks.py"), "--domain-xml", str(xml_dir), "--kvmio-json", str(out),
                        "-k", "cache")
-    verdict = verdicts_of(out)[("disk-cache-safe", "offline/vm01/vda")]
+    verdict = verdicts_of(out)[("disk-cache-safe", "offline/vm01.xml:vm01/vda")]
     assert verdict["outcome"] == "passed"
     assert "writeback" in verdict["message"] and "flush" in verdict["message"]
 
@@ -196,8 +196,16 @@ def test_malformed_xml_names_the_file_without_traceback(pytester: pytest.Pyteste
     (xml_dir / "broken.xml").write_text("<domain><name>x</name><devices><disk></devices></domain>")
     pytester.makepyfile("def test_x(disk): pass")
     result = pytester.runpytest_subprocess("--domain-xml", str(xml_dir))
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: --domain-xml: {xml_dir / 'broken.xml'}: malformed XML: *line 1*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # no file at all could be read (issue 18 item 5)
+    result.stderr.fnmatch_lines(["ERROR: --domain-xml: no file could be read:",
+                                 f"  {xml_dir / 'broken.xml'}: line 1: malformed XML: *"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    # With a readable file beside it, the run goes on (issue 18 item 5): the broken file is an error item.
+    write_domain(xml_dir, "vm01", {"vda": ""})
+    result = pytester.runpytest_subprocess("--domain-xml", str(xml_dir))
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at call of domain-xml-readable[[]offline/broken.xml]*",
+                                 f"{xml_dir / 'broken.xml'}: line 1: malformed XML: *"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
 
 
@@ -268,7 +276,7 @@ def test_offline_lint_needs_no_libvirt_library(pytester: pytest.Pytester, xml_di
     write_domain(xml_dir, "vm01", {"vda": "cache='unsafe'"})
     out = pytester.path / "v.json"
     result = pytester.runpytest_subprocess(str(SUITES), "--domain-xml", str(xml_dir), "--kvmio-json", str(out))
-    assert verdicts_of(out)[("disk-cache-safe", "offline/vm01/vda")]["outcome"] == "failed"
+    assert verdicts_of(out)[("disk-cache-safe", "offline/vm01.xml:vm01/vda")]["outcome"] == "failed"
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     # A live host then fails its items with the reason instead of a traceback.
     pytester.makepyfile("def test_h(hypervisor): pass")

@@ -49,7 +49,7 @@ def test_a_kvmio_run_prints_each_failure_on_one_line_unless_tb_is_given(pytester
     args = (str(SUITES / "test_disks.py"), "--domain-xml", str(xml_dir), "-p", "no:cacheprovider", "-k", "cache_mode")
     short = pytester.runpytest(*args)
     short.assert_outcomes(failed=1)
-    short.stdout.fnmatch_lines(["*test_disks.py:*: disk-cache-safe: offline/vm01/vdb: cache='unsafe' ignores guest flushes*"])
+    short.stdout.fnmatch_lines(["*test_disks.py:*: disk-cache-safe: offline/vm01.xml:vm01/vdb: cache='unsafe' ignores guest flushes*"])
     assert not any(line.startswith(">") for line in short.outlines), "no source lines of the rule"
     full = pytester.runpytest(*args, "--tb=short")
     full.assert_outcomes(failed=1)

@@ -234,20 +234,20 @@ def test_offline_lint_fails_private_memory_and_a_socket_without_reconnect(pytest
     verdicts = verdicts_of(out)
     outcome = {k: v["outcome"] for k, v in verdicts.items() if k[0].startswith("disk-vhost")}
     assert outcome == {
-        ("disk-vhost-shared-memory", "offline/ok/vdb"): "passed",
-        ("disk-vhost-reconnect", "offline/ok/vdb"): "passed",
-        ("disk-vhost-shared-memory", "offline/private/vdb"): "failed",
-        ("disk-vhost-reconnect", "offline/private/vdb"): "passed",
-        ("disk-vhost-shared-memory", "offline/noreconnect/vdb"): "passed",
-        ("disk-vhost-reconnect", "offline/noreconnect/vdb"): "failed",
+        ("disk-vhost-shared-memory", "offline/ok.xml:ok/vdb"): "passed",
+        ("disk-vhost-reconnect", "offline/ok.xml:ok/vdb"): "passed",
+        ("disk-vhost-shared-memory", "offline/private.xml:private/vdb"): "failed",
+        ("disk-vhost-reconnect", "offline/private.xml:private/vdb"): "passed",
+        ("disk-vhost-shared-memory", "offline/noreconnect.xml:noreconnect/vdb"): "passed",
+        ("disk-vhost-reconnect", "offline/noreconnect.xml:noreconnect/vdb"): "failed",
     }
-    private = verdicts[("disk-vhost-shared-memory", "offline/private/vdb")]["message"]
+    private = verdicts[("disk-vhost-shared-memory", "offline/private.xml:private/vdb")]["message"]
     assert "<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>" in private
-    assert "add <reconnect enabled='yes' timeout='10'/>" in verdicts[("disk-vhost-reconnect", "offline/noreconnect/vdb")]["message"]
+    assert "add <reconnect enabled='yes' timeout='10'/>" in verdicts[("disk-vhost-reconnect", "offline/noreconnect.xml:noreconnect/vdb")]["message"]
     # The block-layer rules make no item for a vhost-user disk; disk-multiqueue judges it (2 queues, 2 vCPUs).
-    assert not any(k[1] == "offline/ok/vdb" and k[0] in ("disk-iothread-assigned", "disk-cache-safe", "disk-discard-unmap")
+    assert not any(k[1] == "offline/ok.xml:ok/vdb" and k[0] in ("disk-iothread-assigned", "disk-cache-safe", "disk-discard-unmap")
                    for k in verdicts)
-    assert verdicts[("disk-multiqueue", "offline/ok/vdb")]["outcome"] == "passed"
+    assert verdicts[("disk-multiqueue", "offline/ok.xml:ok/vdb")]["outcome"] == "passed"
 
 
 def _live(disk: Any, backend: VhostBackend | None) -> Any:

@@ -34,26 +34,26 @@ def test_a_waived_failure_is_waived_everywhere_and_the_expired_and_unused_waiver
     result.assert_outcomes(failed=1, passed=2)
     assert result.parseoutcomes()["waived"] == 1
     verdicts = verdicts_of(pytester.path / "verdicts.json")
-    waived = verdicts[("disk-cache-safe", "offline/vm01/vda")]
+    waived = verdicts[("disk-cache-safe", "offline/vm01.xml:vm01/vda")]
     assert waived["outcome"] == "waived"
     assert waived["waiver"]["ticket"] == "CHG-1234"
-    assert waived["waiver"]["target"] == "offline/vm01/*"
+    assert waived["waiver"]["target"] == "offline/vm01.xml:vm01/*"
     assert "cache='unsafe'" in waived["waiver"]["failure"]
-    assert verdicts[("disk-io-mode-valid", "offline/vm02/vdc")]["outcome"] == "failed"
-    assert verdicts[("disk-io-mode-valid", "offline/vm02/vdc")]["waiver"] is None
+    assert verdicts[("disk-io-mode-valid", "offline/vm02.xml:vm02/vdc")]["outcome"] == "failed"
+    assert verdicts[("disk-io-mode-valid", "offline/vm02.xml:vm02/vdc")]["waiver"] is None
     assert document["totals"]["waived"] == 1
     waivers = document["waivers"]
-    assert [w["targets"] for w in waivers["applied"]] == [["offline/vm01/vda"]]
-    assert [(w["rule"], w["would_waive"]) for w in waivers["expired"]] == [("disk-io-mode-valid", ["offline/vm02/vdc"])]
+    assert [w["targets"] for w in waivers["applied"]] == [["offline/vm01.xml:vm01/vda"]]
+    assert [(w["rule"], w["would_waive"]) for w in waivers["expired"]] == [("disk-io-mode-valid", ["offline/vm02.xml:vm02/vdc"])]
     assert [w["rule"] for w in waivers["unmatched"]] == ["disk-multiqueue"]
     assert document["exitstatus"] == 1 and document["gate"]["passed"] is False
     result.stdout.fnmatch_lines(
         [
             "*kvmio waivers*",
-            "waived   disk-cache-safe on offline/vm01/* (until 2099-12-31, CHG-1234): offline/vm01/vda*",
+            "waived   disk-cache-safe on offline/vm01.xml:vm01/* (until 2099-12-31, CHG-1234): offline/vm01.xml:vm01/vda*",
             "EXPIRED  disk-io-mode-valid on * (until 2020-01-31, PRB-77) [[]valid.yaml[[]1]] no longer applies;"
-            " it would cover offline/vm02/vdc",
-            "unused   disk-multiqueue on offline/db*/* (until 2099-06-30) [[]valid.yaml[[]2]] matched no failure*",
+            " it would cover offline/vm02.xml:vm02/vdc",
+            "unused   disk-multiqueue on offline/*:db*/* (until 2099-06-30) [[]valid.yaml[[]2]] matched no failure*",
         ]
     )
     assert result.stdout.lines[-1].startswith("kvmio: FAIL — 1 failed, 1 waived, 2 passed on offline lint;")

@@ -25,8 +25,9 @@ from pytest_kvmio.collect.targets import load_host
 from pytest_kvmio.errors import CommandError, InputError
 from pytest_kvmio.fix.patch import FixResult, fix_domain, parse_root
 from pytest_kvmio.fix.remedies import OTHER_REMEDIES, XML_REMEDIES
-from pytest_kvmio.model.domain import DomainXMLError, domain_xml_files
+from pytest_kvmio.model.domain import DomainXMLError
 from pytest_kvmio.model.redact import redact_uri
+from pytest_kvmio.model.xmlfiles import xml_files
 from pytest_kvmio.settings import assumptions
 
 #: libvirt's flags: the inactive (persistent) definition, with its secrets (so defining it back drops none).
@@ -85,28 +86,31 @@ def _offline(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
     except ValueError as exc:
         raise InputError(f"--assume: {exc}") from None
     try:
-        files = domain_xml_files(args.files)
+        files = xml_files(args.files)
     except DomainXMLError as exc:
         raise InputError(str(exc)) from None
     outdir = Path(args.out)
-    if any(outdir.resolve() == f.parent.resolve() for f in files):
+    if any(outdir.resolve() == f.path.parent.resolve() for f in files):
         raise InputError(f"--out {args.out}: is where the inputs are; give another directory (the inputs are never changed)")
-    names = [f.name for f in files]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise InputError(f"{', '.join(repeated)}: several inputs have this name; --out keeps names, so fix them in separate runs")
     outdir.mkdir(parents=True, exist_ok=True)
     left = 0
-    for path in files:
+    for file in files:  # the copies keep the inputs' paths relative to the folders given
         try:
-            root = parse_root(path.read_bytes(), str(path))
+            root = parse_root(file.path.read_bytes(), str(file.path))
         except DomainXMLError as exc:
-            raise InputError(str(exc)) from None
+            out.write(f"{file.rel}: not fixed: {exc}\n")
+            left += 1
+            continue
         except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-        result = fix_domain(root, facts, rules, source=str(path))
-        (outdir / path.name).write_bytes(etree.tostring(root, xml_declaration=False, encoding="utf-8") + b"\n")
-        left += _report(result, path.name, args.diff, out)
+            out.write(f"{file.rel}: not fixed: {file.path}: cannot read: {exc.strerror}\n")
+            left += 1
+            continue
+        name = (root.findtext("name") or "").strip() or file.path.stem
+        result = fix_domain(root, facts, rules, source=str(file.path), label=f"{file.rel}:{name}")  # lint's ids
+        copy = outdir / file.rel
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(etree.tostring(root, xml_declaration=False, encoding="utf-8") + b"\n")
+        left += _report(result, file.rel, args.diff, out)
     return 1 if left else 0
 
 
@@ -157,7 +161,7 @@ def _live(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
         text = conn.lookupByName(domain.name).XMLDesc(flags)
         root = parse_root(text.encode(), f"{spec.name}/{domain.name}")  # with --apply: secrets inside; never printed
         result = fix_domain(root, host.facts, rules, source=f"{spec.name}/{domain.name}", running=domain.running,
-                            template=domain)
+                            template=domain, stand_in=host.stand_in)
         left += _report(result, f"{domain.name}.xml", True, out)
         if outdir is not None:  # the redacted patched XML, for review: never the secure one
             (outdir / f"{domain.name}.xml").write_text(result.after + "\n")

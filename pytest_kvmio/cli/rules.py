@@ -29,4 +29,6 @@ def run_rules(args: argparse.Namespace, out: TextIO | None = None) -> int:
     for rule in RULES:
         out.write(f"{rule.id:<{width}}  {rule.level:<6}  {rule.severity:<8}  {rule.summary}\n")
         out.write(f"{'':<{width}}  applies to: {rule.applies_when}; fix: {rule.fix}\n")
+        if rule.cites != "—":
+            out.write(f"{'':<{width}}  scope from: {rule.cites}\n")
     return 0

@@ -11,8 +11,21 @@ from pytest_kvmio.collect.connection import HostSpec, HostUnreachable, open_read
 from pytest_kvmio.collect.facts import FactsError, HostFacts, collect_host_facts
 from pytest_kvmio.model.domain import Disk, Domain
 from pytest_kvmio.model.redact import redact_uri
+from pytest_kvmio.model.xmlfiles import FileProblem
 
 OFFLINE_HOST = "offline"
+#: libvirt's test driver (test:///default) runs no QEMU, but kvmio's own tests use it as QEMU's stand-in:
+#: over a test:// connection its type='test' domains are judged like QEMU's. Everywhere else they are left out.
+TEST_DRIVER_STAND_IN = ("test",)
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A domain kvmio does not judge (another hypervisor driver runs it), with why."""
+
+    domain: str
+    source: str | None
+    reason: str
 
 
 @dataclass
@@ -26,10 +39,30 @@ class HostTarget:
     error: str | None = None
     testinfra_host: Any = None
     connection: Any = None
+    #: Domains not judged: not run by QEMU (xen, lxc, bhyve, ...).
+    left_out: list[LeftOut] = field(default_factory=list)
+    #: Offline: files that could not be read or parsed (each becomes an error item).
+    unreadable: list[FileProblem] = field(default_factory=list)
 
     @property
     def offline(self) -> bool:
         return self.spec is None
+
+    @property
+    def stand_in(self) -> tuple[str, ...]:
+        """Return the domain types judged as QEMU's on this host besides kvm, qemu, hvf (see TEST_DRIVER_STAND_IN)."""
+        return TEST_DRIVER_STAND_IN if (self.facts.libvirt_uri or "").startswith("test:") else ()
+
+    def leave_out_other_drivers(self) -> None:
+        """Keep the domains QEMU runs; list the others in `left_out` with why."""
+        kept = []
+        for dom in self.domains:
+            why = dom.not_run_by_qemu(self.stand_in)
+            if why is None:
+                kept.append(dom)
+            else:
+                self.left_out.append(LeftOut(dom.id, dom.source if self.offline else None, why))
+        self.domains = kept
 
 
 @dataclass(frozen=True)
@@ -78,6 +111,7 @@ def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str]
             spec.name, target.testinfra_host, target.connection, uri
         )
         target.facts.libvirt_uri = uri
+        target.leave_out_other_drivers()
     except (HostUnreachable, FactsError) as exc:
         target.error = redact_uri(str(exc))
     except Exception as exc:  # testinfra backends raise their own types for connection failures

@@ -10,6 +10,7 @@ import copy
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lxml import etree
@@ -19,7 +20,7 @@ from pytest_kvmio.collect.facts import HostFacts
 from pytest_kvmio.collect.targets import Target
 from pytest_kvmio.fix.edits import Edit
 from pytest_kvmio.fix.remedies import XML_REMEDIES, Remedy, offline_target, remedies
-from pytest_kvmio.model.domain import SAFE_PARSER, Domain, parse_domain
+from pytest_kvmio.model.domain import SAFE_PARSER, Domain, DomainXMLError, domain_of, parse_documents
 from pytest_kvmio.model.redact import redacted_text
 
 #: Rounds of plan-and-apply (one remedy each) before giving up; a domain has far fewer findings than this.
@@ -101,20 +102,25 @@ def findings(domain: Domain, facts: HostFacts, rules: Iterable[str]) -> list[Fin
 
 
 def fix_domain(root: etree._Element, facts: HostFacts, rules: Iterable[str] | None = None, *,
-               source: str = "domain", running: bool | None = None, template: Domain | None = None) -> FixResult:
+               source: str = "domain", running: bool | None = None, template: Domain | None = None,
+               stand_in: tuple[str, ...] = (), label: str | None = None) -> FixResult:
     """Fix the XML rules' failures of a parsed `<domain>` in place; return what changed and what is left.
 
     `root` may carry secrets (a file, or XML read with VIR_DOMAIN_XML_SECURE): the result's texts are redacted.
     `template` is the domain as read with its host facts (image allocation, vhost-user backends), kept across edits.
+    `stand_in`: domain types fixed as QEMU's all the same (libvirt's test driver, see collect.targets).
+    `label`: what target ids say instead of the name (offline: `<file>:<name>`, as lint names them).
     """
     wanted = list(rules) if rules is not None else list(XML_REMEDIES)
     before = redacted_text(root)
     result = FixResult(source, before, before)
+    if _reparse(root, source, facts, running, label).not_run_by_qemu(stand_in) is not None:
+        return result  # another hypervisor driver's domain: kvmio's rules (and so its fixes) don't concern it
     seen_fixed: dict[tuple[str, str], Finding] = {}
     left: dict[tuple[str, str], Finding] = {}
     stuck: dict[tuple[str, str], Finding] = {}
     for _ in range(MAX_ROUNDS):
-        domain = _reparse(root, source, facts, running)
+        domain = _reparse(root, source, facts, running, label)
         if template is not None:
             with_images(domain, template)
         found = findings(domain, facts, wanted)
@@ -147,8 +153,11 @@ def fix_domain(root: etree._Element, facts: HostFacts, rules: Iterable[str] | No
     return result
 
 
-def _reparse(root: etree._Element, source: str, facts: HostFacts, running: bool | None) -> Domain:
-    domain = parse_domain(etree.tostring(root), source=source, host=facts.name)
+def _reparse(root: etree._Element, source: str, facts: HostFacts, running: bool | None,
+             label: str | None = None) -> Domain:
+    # A template without <name> is fixed under its file's name, as lint judges it.
+    domain = domain_of(root, source=source, host=facts.name, name=Path(source).stem)
+    domain.label = label
     domain.running = running
     return domain
 
@@ -162,9 +171,12 @@ def with_images(domain: Domain, template: Domain) -> Domain:
 
 
 def parse_root(data: bytes, source: str) -> etree._Element:
-    """Parse domain XML with kvmio's safe parser (the model checks it first for a useful error)."""
-    parse_domain(data, source=source)
-    return etree.fromstring(data, parser=SAFE_PARSER)
+    """Parse a file's one <domain> with kvmio's safe parser; DomainXMLError names the file (and line) otherwise."""
+    roots = parse_documents(data, source=source)
+    if len(roots) > 1:
+        raise DomainXMLError(f"{source}: holds {len(roots)} <domain> documents; kvmio fix edits files of one domain")
+    domain_of(roots[0], source=source, name=Path(source).stem)  # the model's checks, for a useful error
+    return roots[0]
 
 
 def as_json(remedies_: list[Remedy], domain_root: etree._Element | None) -> dict[str, Any]:

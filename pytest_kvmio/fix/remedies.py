@@ -92,8 +92,15 @@ def _direct_io(target: Target, facts: HostFacts | None) -> list[Remedy]:
     assert disk is not None
     if disk.effective_cache in DIRECT_CACHE_MODES:
         return []
-    return [_driver_fix(disk, f"{disk.id}: set cache='none' (io='{disk.io}' needs O_DIRECT)", {"cache": "none"},
-                        cache="none")]
+    direct = _driver_fix(disk, f"{disk.id}: set cache='none' (io='{disk.io}' needs O_DIRECT)", {"cache": "none"},
+                         cache="none")
+    reaches, why = disk.aio_backend
+    if reaches is False:  # io reaches no backend here: dropping it keeps the cache mode the storage wants (rbd: writeback)
+        drop = Remedy(f"{disk.id}: remove io='{disk.io}' ({why}: it has no effect, and libvirt refuses native without "
+                      "cache none or directsync)", [edits.disk_driver(disk.target, io=None)],
+                      takes_effect=_effect(disk.domain))
+        return [drop, direct]
+    return [direct]
 
 
 def _not_sparse(target: Target, facts: HostFacts | None) -> list[Remedy]:
@@ -211,7 +218,7 @@ def _multiqueue(target: Target, facts: HostFacts | None) -> list[Remedy]:
         return [Remedy(f"{disk.id}: map {shown}, keeping the existing mapping", [edits.map_queues(owner, additions)],
                        takes_effect=effect)]
     if queues is None:
-        queues, where = default_queues(disk.domain, facts.qemu if facts else None)
+        queues, where = default_queues(disk, facts.qemu if facts else None)
         if queues is None:
             return []
     domain = disk.domain

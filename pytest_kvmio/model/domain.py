@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
 from pytest_kvmio.model.cpuset import format_cpuset, parse_cpuset
+from pytest_kvmio.model.machine import MachineType, multiqueue_default, parse_machine, virtio_transport
 from pytest_kvmio.model.redact import redacted_text
 from pytest_kvmio.model.versions import Version
 from pytest_kvmio.model.vhost import VhostBackend
@@ -25,7 +25,13 @@ QEMU_DEFAULT_IO = "threads"
 OUTSIDE_BLOCK_LAYER = ("vhostuser", "vhostvdpa")
 #: Network protocols whose images are thin by design (allocated on write).
 THIN_BY_DESIGN_PROTOCOLS = ("rbd",)
-_MACHINE_VERSION = re.compile(r"-(\d+)\.(\d+)$")
+#: Disk types whose `io=` reaches Linux AIO or io_uring: libvirt hands `aio` only to QEMU's file, host_device and
+#: host_cdrom backends (qemuBlockStorageSourceGetFileProps in libvirt's src/qemu/qemu_block.c). Network disks
+#: (rbd, iscsi, nbd, gluster, http, ...) and type='nvme' (QEMU's user-space NVMe driver) have no aio at all.
+AIO_DISK_TYPES = ("file", "block")
+#: <domain type> values of domains QEMU runs (libvirt's QEMU driver: docs/formatdomain.rst "Element and attribute
+#: overview", type; src/qemu/qemu_capabilities.c). Other drivers (xen, lxc, bhyve, vz, hyperv, test...) are not judged.
+QEMU_DOMAIN_TYPES = ("kvm", "qemu", "hvf")
 
 
 class DomainXMLError(ValueError):
@@ -136,6 +142,8 @@ class Disk:
     source_protocol: str | None = None
     source_name: str | None = None
     source_path: str | None = None
+    #: type='volume': <source pool volume>; what backs it depends on the pool.
+    source_pool: str | None = None
     serial: str | None = None
     readonly: bool = False
     address: dict[str, str] | None = None
@@ -185,8 +193,31 @@ class Disk:
         return self.type not in OUTSIDE_BLOCK_LAYER
 
     @property
+    def aio_backend(self) -> tuple[bool | None, str]:
+        """Return whether `io=` reaches Linux AIO or io_uring on the host (a file or block backend), and why.
+
+        None for type='volume': the pool decides (a dir or fs pool gives a file, a logical or disk pool a block
+        device, an rbd or iscsi pool a network disk), and offline the pool is unknown.
+        """
+        if self.type in AIO_DISK_TYPES:
+            return True, f"type='{self.type}' disk: QEMU's {'file' if self.type == 'file' else 'host_device'} backend"
+        if self.type == "volume":
+            return None, (f"type='volume' disk (pool {self.source_pool or '?'}): whether io reaches a file or block "
+                          "backend depends on the pool, unknown here")
+        if self.type == "network":
+            return False, f"network disk ({self.source_protocol or 'unknown protocol'}): libvirt passes no aio to it"
+        return False, f"type='{self.type}' disk: libvirt passes no aio to its backend"
+
+    @property
     def is_virtio_blk(self) -> bool:
         return self.bus == "virtio"
+
+    @property
+    def transport(self) -> tuple[str, str]:
+        """Return the virtio transport (pci, ccw, mmio) of the disk's device, or its virtio-scsi controller's."""
+        ctl = self.controller if self.bus == "scsi" else None
+        address = (ctl.address if ctl is not None else self.address) or {}
+        return virtio_transport(address.get("type"), self.domain.machine_type, self.domain.mmio_in_use)
 
     @property
     def is_vhost_user(self) -> bool:
@@ -310,6 +341,9 @@ class Domain:
     xml: str
     type: str | None = None
     machine: str | None = None
+    arch: str | None = None
+    #: Some device has <address type='virtio-mmio'> (libvirt then places other virtio devices there too, on `virt`).
+    mmio_in_use: bool = False
     vcpus: int = 1
     max_vcpus: int = 1
     vcpu_cpuset: frozenset[int] | None = None
@@ -325,8 +359,10 @@ class Domain:
     memory_source: str | None = None
     hugepages: bool = False
     numa_access: tuple[str | None, ...] = ()
-    #: Set when several files define the same domain name: `name@file-stem`, so target ids stay unique.
+    #: Offline: what the target id says instead of the name: `<file relative to the path given>:<name>`.
     label: str | None = None
+    #: Something the verdicts of this domain should say (e.g. the name was taken from the file).
+    note: str | None = None
 
     def __repr__(self) -> str:
         return f"Domain({self.id})"
@@ -336,12 +372,25 @@ class Domain:
         return f"{self.host}/{self.label or self.name}"
 
     @property
+    def machine_type(self) -> MachineType:
+        """Return the machine type read into family and version (model/machine.py)."""
+        return parse_machine(self.machine, self.arch)
+
+    @property
     def machine_version(self) -> tuple[int, int] | None:
-        """Return (major, minor) of a versioned machine type like `pc-q35-7.2`."""
-        if not self.machine:
+        """Return (major, minor) of an upstream versioned machine type like `pc-q35-7.2`."""
+        return self.machine_type.upstream
+
+    def not_run_by_qemu(self, stand_in: tuple[str, ...] = ()) -> str | None:
+        """Return why QEMU does not run this domain (its <domain type> is another driver's), or None.
+
+        `stand_in`: domain types judged as QEMU's all the same (libvirt's test driver, kvmio's own tests).
+        """
+        if self.type in QEMU_DOMAIN_TYPES or self.type in stand_in:
             return None
-        match = _MACHINE_VERSION.search(self.machine)
-        return (int(match.group(1)), int(match.group(2))) if match else None
+        if not self.type:
+            return "no <domain type>: libvirt requires one; kvmio judges kvm, qemu and hvf domains"
+        return f"<domain type='{self.type}'>: not run by QEMU; kvmio's rules concern kvm, qemu and hvf domains"
 
     def vcpu_cpus(self, vcpu: int) -> frozenset[int] | None:
         """Return the host CPUs vCPU `vcpu` may run on; None means any host CPU."""
@@ -396,13 +445,13 @@ def _whole(text: str, what: str) -> int:
 
 def _int(el: etree._Element, attr: str, where: str) -> int | None:
     value = el.get(attr)
-    return None if value is None else _whole(value, f"{where}: {attr}={value!r}")
+    return None if value is None else _whole(value, f"{where} (line {el.sourceline}): {attr}={value!r}")
 
 
 def _text_int(el: etree._Element | None, where: str, default: int) -> int:
     if el is None or el.text is None:
         return default
-    return _whole(el.text.strip(), f"{where}: {el.text.strip()!r}")
+    return _whole(el.text.strip(), f"{where} (line {el.sourceline}): {el.text.strip()!r}")
 
 
 def _cpuset(value: str | None, where: str) -> frozenset[int] | None:
@@ -453,25 +502,69 @@ ENTITIES_REFUSED = (
 )
 
 
-def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Domain:
-    """Parse one domain's XML; raise DomainXMLError naming `source` when it is not usable."""
+def parse_documents(xml: str | bytes, *, source: str) -> list[etree._Element]:
+    """Return every <domain> element of a file: its root, the <domain>s a wrapper root holds (libvirt's test
+    driver files have a <node> of them), or each of several concatenated documents (dumps appended to one file).
+
+    Raise DomainXMLError naming `source` (and the line) when the file holds none or is not usable XML.
+    """
     data = xml.encode() if isinstance(xml, str) else xml
     if not data.strip():
         raise DomainXMLError(f"{source}: empty file; expected a libvirt <domain> (virsh dumpxml NAME)")
+    try:
+        root = _parse(data, source)
+    except _ExtraContent as first:
+        # Several documents one after another: read them as children of one root (declarations dropped; the
+        # wrapper opens on line 1, so line numbers still point into the file).
+        body = _XML_DECLARATION.sub(b"", data)
+        try:
+            root = _parse(b"<kvmio-documents>" + body + b"</kvmio-documents>", source)
+        except (_ExtraContent, DomainXMLError):
+            raise DomainXMLError(str(first)) from None
+    if root.tag == "domain":
+        return [root]
+    found = root.findall("domain")
+    if not found:
+        raise DomainXMLError(f"{source}: line {root.sourceline}: root element is <{root.tag}>, expected <domain>")
+    return found
+
+
+class _ExtraContent(DomainXMLError):
+    """More than one root element: maybe several documents in one file."""
+
+
+_XML_DECLARATION = re.compile(rb"<\?xml[^>]*\?>")
+
+
+def _parse(data: bytes, source: str) -> etree._Element:
     try:
         root = etree.fromstring(data, parser=SAFE_PARSER)
     except etree.XMLSyntaxError as exc:
         if ENTITY_DECLARATION.search(data):  # the parser stopped in the DTD (e.g. an entity expanding a billion times)
             raise DomainXMLError(f"{source}: {ENTITIES_REFUSED}") from None
-        raise DomainXMLError(f"{source}: malformed XML: {getattr(exc, 'msg', None) or exc}") from None
+        message = getattr(exc, "msg", None) or str(exc)
+        where = f"line {exc.lineno}: " if getattr(exc, "lineno", None) else ""
+        kind = _ExtraContent if "Extra content at the end of the document" in message else DomainXMLError
+        raise kind(f"{source}: {where}malformed XML: {message}") from None
     dtd: Any = root.getroottree().docinfo.internalDTD
     if dtd is not None and any(True for _ in dtd.iterentities()):
         raise DomainXMLError(f"{source}: {ENTITIES_REFUSED}")
-    if root.tag != "domain":
-        raise DomainXMLError(f"{source}: root element is <{root.tag}>, expected <domain>")
-    name = (root.findtext("name") or "").strip()
+    return root
+
+
+def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Domain:
+    """Parse a file's one domain; raise DomainXMLError naming `source` when it is not usable (or holds several)."""
+    roots = parse_documents(xml, source=source)
+    if len(roots) > 1:
+        raise DomainXMLError(f"{source}: holds {len(roots)} <domain> documents; expected one")
+    return domain_of(roots[0], source=source, host=host)
+
+
+def domain_of(root: etree._Element, *, source: str, host: str = "offline", name: str | None = None) -> Domain:
+    """Read one <domain> element; `name` stands in for a missing <name> (a template filled at deploy time)."""
+    name = (root.findtext("name") or "").strip() or name
     if not name:
-        raise DomainXMLError(f"{source}: <domain> has no <name>")
+        raise DomainXMLError(f"{source}: line {root.sourceline}: <domain> has no <name>")
     where = f"{source}: domain {name}"
     vcpu_el = root.find("vcpu")
     max_vcpus = _text_int(vcpu_el, f"{where}: <vcpu>", 1)
@@ -489,6 +582,8 @@ def parse_domain(xml: str | bytes, *, source: str, host: str = "offline") -> Dom
         xml=redacted_text(root),  # what reports may show: passwords, cookies and secret references masked
         type=root.get("type"),
         machine=os_type.get("machine") if os_type is not None else None,
+        arch=os_type.get("arch") if os_type is not None else None,
+        mmio_in_use=root.find("devices//address[@type='virtio-mmio']") is not None,
         vcpus=current or max_vcpus,
         max_vcpus=max_vcpus,
         vcpu_cpuset=_cpuset(vcpu_el.get("cpuset") if vcpu_el is not None else None, f"{where}: <vcpu cpuset>"),
@@ -550,7 +645,7 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
         type=el.get("type", "file"),
         device=el.get("device", "disk"),
         target=dev,
-        bus=target.get("bus") if target is not None else None,
+        bus=(target.get("bus") if target is not None else None) or _default_bus(dev, el.get("device", "disk")),
         serial=(el.findtext("serial") or "").strip() or None,
         readonly=el.find("readonly") is not None,
         transient=el.find("transient") is not None,
@@ -567,16 +662,30 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
         disk.queues = _int(drv, "queues", f"{dwhere}: <driver>")
         disk.iothread_queues = _iothread_queues(drv, f"{dwhere}: <driver>")
     if src is not None:
-        disk.source_file = src.get("file")
-        disk.source_dev = src.get("dev")
+        # libvirt reads the source attribute of the disk's type and ignores the others (virDomainStorageSourceParse in
+        # src/conf/domain_conf.c): a type='file' disk with <source dev=...> has no source at all.
+        disk.source_file = src.get("file") if disk.type == "file" else None
+        disk.source_dev = src.get("dev") if disk.type == "block" else None
         disk.source_protocol = src.get("protocol")
         disk.source_name = src.get("name")
         disk.source_path = src.get("path")  # vhost-user socket
+        disk.source_pool = src.get("pool")
         reconnect = src.find("reconnect")
         if reconnect is not None:
             disk.reconnect_enabled = reconnect.get("enabled") == "yes"
             disk.reconnect_timeout = _int(reconnect, "timeout", f"{dwhere}: <source><reconnect>")
     return disk
+
+
+#: The bus libvirt gives a disk whose <target> names none, by the target's prefix (virDomainDiskDefParseXML in
+#: libvirt's src/conf/domain_conf.c): templates often leave it out (`<target dev='vda'/>` is a virtio disk).
+_BUS_BY_PREFIX = (("xvd", "xen"), ("ubd", "uml"), ("hd", "ide"), ("sd", "scsi"), ("vd", "virtio"))
+
+
+def _default_bus(dev: str, device: str) -> str:
+    if device == "floppy":
+        return "fdc"
+    return next((bus for prefix, bus in _BUS_BY_PREFIX if dev.startswith(prefix)), "ide")
 
 
 def _address(el: etree._Element) -> dict[str, str] | None:
@@ -611,76 +720,19 @@ def _pci_path(address: dict[str, str] | None, controllers: list[Controller]) -> 
     return None
 
 
-def domain_xml_files(paths: list[str]) -> list[Path]:
-    """Expand files and directories (their `*.xml`, sorted) into files; DomainXMLError names a missing one."""
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(path.glob("*.xml"))
-            if not found:
-                raise DomainXMLError(f"{raw}: directory holds no *.xml file")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DomainXMLError(f"{raw}: no such file or directory")
-    return files
+def default_queues(disk: Disk, qemu: Version | None) -> tuple[int | None, str]:
+    """Return QEMU's default queue count for a virtio disk (its controller's, on virtio-scsi) and how it was decided.
 
-
-def load_domain_files(paths: list[str]) -> list[Domain]:
-    """Read domain XML from files and directories (`*.xml`, sorted); errors name the file."""
-    files = domain_xml_files(paths)
-    domains: list[Domain] = []
-    for path in files:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise DomainXMLError(f"{path}: cannot read: {exc.strerror}") from None
-        domains.append(parse_domain(data, source=str(path)))
-    _label_repeated_names(domains)
-    return domains
-
-
-def _label_repeated_names(domains: list[Domain]) -> None:
-    """Give domains whose name another file also defines a label with their file's stem (`QEMUGuest1@disk-cache`)."""
-    by_name: dict[str, list[Domain]] = {}
-    for dom in domains:
-        by_name.setdefault(dom.name, []).append(dom)
-    taken = {dom.name for dom in domains}
-    for same in by_name.values():
-        if len(same) < 2:
-            continue
-        for dom in same:
-            label, n = f"{dom.name}@{Path(dom.source).stem}", 2
-            while label in taken:
-                label, n = f"{dom.name}@{Path(dom.source).stem}-{n}", n + 1
-            dom.label = label
-            taken.add(label)
-
-
-#: Machine types from this version on give virtio-blk/virtio-scsi one queue per vCPU by default.
-MULTIQUEUE_DEFAULT_SINCE = (5, 2)
-
-
-def default_queues(domain: Domain, qemu: Version | None) -> tuple[int | None, str]:
-    """Return QEMU's default queue count for the domain's virtio disks and how it was decided.
-
-    QEMU 5.2 made num-queues default to the vCPU count for machine types >= 5.2; older machine
-    types keep one queue. An unversioned machine type (`q35`) follows the host's QEMU.
+    The machine type (upstream, downstream or an alias the host's QEMU resolves) and the device's transport
+    decide it: model/machine.py says how. None when it can't be known here.
     """
-    version = domain.machine_version
-    if version is not None:
-        basis = f"machine type {domain.machine}"
-    elif qemu is not None:
-        version = (qemu.parts + (0, 0))[:2]  # type: ignore[assignment]
-        basis = f"QEMU {qemu} with machine type {domain.machine or 'default'}"
-    else:
-        return None, f"machine type {domain.machine or 'default'} is unversioned and QEMU's version unknown"
-    assert version is not None
-    if tuple(version) >= MULTIQUEUE_DEFAULT_SINCE:
-        return domain.vcpus, f"QEMU default for {basis}: one queue per vCPU"
-    return 1, f"QEMU default for {basis}: one queue"
+    transport, _ = disk.transport
+    per_vcpu, why, source = multiqueue_default(disk.domain.machine_type, transport, qemu)
+    if per_vcpu is None:
+        return None, why
+    if per_vcpu:
+        return disk.domain.vcpus, f"QEMU default for {why}: one queue per vCPU ({source})"
+    return 1, f"QEMU default for {why}: one queue ({source})"
 
 
 def configured_queues(disk: Disk) -> tuple[int | None, str]:

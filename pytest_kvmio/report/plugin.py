@@ -135,6 +135,7 @@ class ReportingPlugin:
             "exitstatus": self.gate.exitstatus,
             "gate": self.gate.as_dict(),
             "host_cpu_per_io": cpucost.by_io_mode(cpucost.cpu_costs(verdicts)),
+            "left_out": state.left_out(),
             "waivers": self.waivers.summary() if self.waivers is not None
             else {"file": None, "applied": [], "expired": [], "unmatched": []},
         }, state.collector.not_applicable)
