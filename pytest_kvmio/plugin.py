@@ -140,7 +140,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(fixtures, "kvmio-fixtures")
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
     config.pluginmanager.register(xdist_groups, "kvmio-xdist-groups")
-    reporting.register(config)  # waivers, the gate, the ticket line, Allure
+    state.enrichers = reporting.register(config)  # waivers, the gate, the ticket line, fixes, Allure
     _one_line_per_failure(config)
     # testinfra logs every command it runs, `sshpass -p PASSWORD` included, into pytest's log capture.
     testinfra_log = logging.getLogger("testinfra")
@@ -398,10 +398,29 @@ def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
     return _jsonable(facts)  # type: ignore[no-any-return]
 
 
-@pytest.hookimpl(wrapper=True)
+# Innermost (trylast): every other makereport wrapper (allure-pytest's status) and every logreport consumer
+# (terminal, JUnit, the verdicts) sees the finished report, a waived one included.
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """Attach the item's verdict record to its report: built once here, read by every reporter."""
+    """Build the item's verdict record, the one place it is made: the enrichers adjust the report, the record is
+    built, the enrichers add to it (in the order report.plugin.register declares), and the report carries it."""
     report = yield
+    target = item_target(item)
+    state = item.config.stash.get(STATE, None)
+    enrichers = state.enrichers if state is not None else []
+    for enricher in enrichers:
+        enricher.adjust(item, call, report, target)
+    record = _record(item, call, report, target)
+    if record is not None:
+        for enricher in enrichers:
+            enricher.enrich(item, report, record, target)
+        setattr(report, REPORT_ATTR, record)
+    return report
+
+
+def _record(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport,
+            target: Target | None) -> VerdictRecord | None:
+    """Return the verdict record of one phase's report (None for items that are no kvmio rule)."""
     base = item.stash.get(RECORD_BASE, None)
     if base is None:  # what every phase's record says alike: built at the first report of the item
         rule = catalogue.rule_of(item)
@@ -411,7 +430,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             base = item.stash[RECORD_BASE] = {"rule": rule[0], "severity": rule[1], "target": item.target,
                                               "source": item.problem.path, "params": {}}
         else:
-            target = item_target(item)
             base = item.stash[RECORD_BASE] = _jsonable({
                 "rule": rule[0],
                 "severity": rule[1],
@@ -420,15 +438,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 "params": _case_params(item),
             })
     if not base:
-        return report
+        return None
     record = cast(VerdictRecord, dict(base))
-    record["facts"] = _verdict_facts(item, item_target(item))  # JSON-able; shared by the reports of a target
+    record["facts"] = _verdict_facts(item, target)  # JSON-able; shared by the reports of a target
     marks = item_record(item)
     if report.when == "call":  # what the rule, the waivers or the perf glue set while the item ran
         for key in (REC_OUTCOME, REC_NOTE, REC_WAIVER):
             if marks.get(key) is not None:
                 record[key] = _jsonable(marks[key])  # type: ignore[literal-required]
-        _add_domain_note(record, item_target(item))
+        _add_domain_note(record, target)
     if not report.passed:
         message = message_of(report)
         if report.when == "call" and report.failed and not hasattr(report, "wasxfail") and not is_rule_failure(call):
@@ -438,8 +456,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             message += f" [{record['source']}]"
         record["message"] = message
         _name_rule_in_longrepr(report, record["rule"], message)
-    setattr(report, REPORT_ATTR, record)
-    return report
+    return record
 
 
 def _add_domain_note(record: VerdictRecord, target: Target | None) -> None:

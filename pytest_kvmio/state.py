@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.collect.targets import HostTarget
-from pytest_kvmio.report.record import VerdictCollector
+from pytest_kvmio.report.record import Enricher, VerdictCollector
 
 #: Options that name kvmio targets: a run with one of them "uses kvmio" (the gate applies).
 TARGET_OPTIONS = ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains", "kvmio_json")
@@ -40,6 +40,8 @@ class KvmioState:
     target_facts: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Under pytest-xdist the controller loads no host: the workers' host summaries (see host_summaries).
     worker_hosts: list[dict[str, Any]] = field(default_factory=list)
+    #: The verdict record's enrichers (waiver, fix, Allure), in the order they apply (report.plugin.register).
+    enrichers: list[Enricher] = field(default_factory=list)
     #: Under pytest-xdist: the workers' list of domains left out (see left_out).
     worker_left_out: list[dict[str, Any]] = field(default_factory=list)
 

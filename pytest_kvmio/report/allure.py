@@ -20,7 +20,6 @@ import inspect
 import json
 import os
 import platform
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,9 @@ import allure
 import pytest
 
 from pytest_kvmio import __version__
-from pytest_kvmio.collect.targets import item_target
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.perf.decide import format_value
-from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, VerdictRecord, record_of
+from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, Enricher, VerdictRecord
 from pytest_kvmio.state import STATE
 
 #: Allure categories; first match wins. Regexes match the whole message (Allure 2 uses Java
@@ -186,7 +184,7 @@ def perf_chart(entries: list[dict[str, Any]], title: str) -> bytes | None:
     return out.getvalue()
 
 
-class AllureKvmio:
+class AllureKvmio(Enricher):
     """Decorate each rule's Allure result and write environment/executor/categories files at the end."""
 
     def __init__(self, config: pytest.Config, results_dir: str) -> None:
@@ -196,20 +194,13 @@ class AllureKvmio:
         self._attached: set[str] = set()  # domain ids and hosts whose XML / facts a result already carries
         self.problems: list[str] = []
 
-    # Registered after plugin.py and allure-pytest, so this wrapper is outside theirs: it sees the
-    # verdict record and runs while allure-pytest still holds the test result open.
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-        report = yield
+    # The record's last enricher: allure-pytest holds the item's test result open until pytest_runtest_logfinish.
+    def enrich(self, item: pytest.Item, report: pytest.TestReport, record: VerdictRecord, target: Any) -> None:
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            record = record_of(report)
-            if record is not None:
-                self._decorate(item, record, needs_context=not report.passed)
-        return report
+            self._decorate(item, record, target, needs_context=not report.passed)
 
-    def _decorate(self, item: pytest.Item, record: VerdictRecord, *, needs_context: bool) -> None:
+    def _decorate(self, item: pytest.Item, record: VerdictRecord, target: Any, *, needs_context: bool) -> None:
         rule, target_id = str(record["rule"]), str(record.get("target", ""))
-        target = item_target(item)
         host = target.host.name if target else target_id.split("/")[0]
         domain = target.domain.name if target and target.domain else None
         level = target.level if target else "host"

@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.targets import item_target
 from pytest_kvmio.fix.patch import verdict_fix
-from pytest_kvmio.report.record import REC_OUTCOME, record_of
+from pytest_kvmio.report.record import REC_OUTCOME, Enricher, VerdictRecord
 
 #: The record key of a failed verdict's fix.
 REC_FIX = "fix"
 
 
-class FixPlugin:
+class FixEnricher(Enricher):
     """Add `fix` to the record of a failed rule verdict; its summary to the failure, its diff to the Allure result."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.allure = bool(config.pluginmanager.hasplugin("allure_pytest") and getattr(config.option, "allure_report_dir", None))
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
-        outcome = yield
-        report = outcome.get_result()
-        record = record_of(report)
-        if record is None or report.when != "call" or not report.failed or record.get(REC_OUTCOME) == "error":
+    def enrich(self, item: pytest.Item, report: pytest.TestReport, record: VerdictRecord, target: Any) -> None:
+        if report.when != "call" or not report.failed or record.get(REC_OUTCOME) == "error":
             return
-        target = item_target(item)
         if target is None or hasattr(report, "wasxfail"):
             return
         fix = verdict_fix(str(record["rule"]), target)

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.report import cpucost
-from pytest_kvmio.report.fixes import FixPlugin
+from pytest_kvmio.report.fixes import FixEnricher
 from pytest_kvmio.report.gate import (
     Gate,
     describe_hosts,
     fail_inconclusive,
 )
-from pytest_kvmio.report.record import forced_outcome, item_outcome, write_json
+from pytest_kvmio.report.record import Enricher, forced_outcome, write_json
 from pytest_kvmio.report.waivers import WaiverPlugin, resolve
 from pytest_kvmio.state import STATE
 
@@ -36,18 +36,28 @@ STATUS = {
 ERROR_STATUS = ("error", "E", ("ERROR", {"red": True}))
 
 
-def register(config: pytest.Config) -> None:
-    """Register kvmio's reporting plugins; Allure's only when allure-pytest is present and enabled."""
+def register(config: pytest.Config) -> list[Enricher]:
+    """Register kvmio's reporting plugins; return the verdict record's enrichers in the order they apply.
+
+    The order is declared here, once: a waiver first (it turns a covered failure into a waived skip before the
+    record is built), then the failure's fix, then Allure's labels and attachments (which show both). Allure's
+    only when allure-pytest is present and enabled.
+    """
+    enrichers: list[Enricher] = []
     waivers = resolve(config)
     if waivers is not None:
         config.pluginmanager.register(waivers, "kvmio-waivers")
+        enrichers.append(waivers)
     config.pluginmanager.register(ReportingPlugin(config, waivers), "kvmio-reporting")
-    config.pluginmanager.register(FixPlugin(config), "kvmio-fixes")  # after the record is built: it adds `fix`
+    enrichers.append(FixEnricher(config))
     if config.pluginmanager.hasplugin("allure_pytest") and getattr(config.option, "allure_report_dir", None):
         # Imported here: only where allure-pytest is loaded and enabled.
         from pytest_kvmio.report.allure import AllureKvmio
 
-        config.pluginmanager.register(AllureKvmio(config, config.option.allure_report_dir), "kvmio-allure")
+        allure_kvmio = AllureKvmio(config, config.option.allure_report_dir)
+        config.pluginmanager.register(allure_kvmio, "kvmio-allure")
+        enrichers.append(allure_kvmio)
+    return enrichers
 
 
 class ReportingPlugin:
@@ -56,7 +66,6 @@ class ReportingPlugin:
     def __init__(self, config: pytest.Config, waivers: WaiverPlugin | None) -> None:
         self.config = config
         self.waivers = waivers
-        self.outcomes: dict[str, str] = {}
         self.gate = Gate(fail_inconclusive=fail_inconclusive(config))
 
     @pytest.hookimpl(tryfirst=True)
@@ -68,11 +77,6 @@ class ReportingPlugin:
             return None
         return STATUS.get(str(forced)) if forced else None
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        outcome = item_outcome(report, self.outcomes.get(report.nodeid))
-        if outcome is not None:
-            self.outcomes[report.nodeid] = outcome
-
     # Outer wrapper: gate before the other sessionfinish hooks run (they read session.exitstatus),
     # print the ticket line after the terminal reporter's own summary, so it is the last line.
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -81,8 +85,8 @@ class ReportingPlugin:
         state = self.config.stash.get(STATE, None)
         # Runs that check nothing with kvmio (e.g. a project's own unit tests) keep pytest's behaviour.
         skip_gate = bool(self.config.getoption("collectonly", False)) or state is None or not state.in_use
-        if not skip_gate:
-            self.gate.counts = Counter(self.outcomes.values())
+        if not skip_gate and state is not None:
+            self.gate.counts = Counter(state.collector.outcomes.values())
             session.exitstatus = self.gate.decide(int(session.exitstatus))
         try:
             return (yield)

@@ -48,6 +48,21 @@ EXTRA_FACTS = pytest.StashKey[dict[str, Any]]()
 ITEM_RECORD = pytest.StashKey[dict[str, Any]]()
 
 
+class Enricher:
+    """One step of building a verdict record, applied in the order report.plugin.register declares.
+
+    `adjust` runs on the report before the record is built (a waiver turns a failure into a waived skip);
+    `enrich` adds to the built record (a failure's fix, Allure's labels and attachments). `target` is the item's
+    kvmio target (None for items that have none), looked up once per report.
+    """
+
+    def adjust(self, item: pytest.Item, call: pytest.CallInfo[Any], report: pytest.TestReport, target: Any) -> None:
+        """Change the report before its record is built (default: nothing)."""
+
+    def enrich(self, item: pytest.Item, report: pytest.TestReport, record: VerdictRecord, target: Any) -> None:
+        """Add to the item's record (default: nothing)."""
+
+
 def item_record(item: pytest.Item) -> dict[str, Any]:
     """Return the item's mutable record of outcome/note/waiver (created on first use)."""
     return item.stash.setdefault(ITEM_RECORD, {})
@@ -131,16 +146,21 @@ class VerdictCollector:
 
     def __init__(self) -> None:
         self.verdicts: dict[str, Verdict] = {}
-        self._decided: dict[str, str] = {}  # nodeid -> outcome decided by the phases seen so far
+        #: nodeid -> the item's outcome as its phases so far decide it, for every item (rule or not): the one fold
+        #: of phases into an outcome, read by the verdicts below and by the gate.
+        self.outcomes: dict[str, str] = {}
         #: rule id -> number of targets the rule does not concern (no item was made).
         self.not_applicable: Counter[str] = Counter()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        previous = self.outcomes.get(report.nodeid)
+        outcome = item_outcome(report, previous)  # the gate counts these too
+        if outcome is not None:
+            self.outcomes[report.nodeid] = outcome
         record = record_of(report)
         if record is None:
             return
         verdict = self.verdicts.get(report.nodeid)
-        previous = self._decided.get(report.nodeid)
         if verdict is None:
             verdict = self.verdicts[report.nodeid] = Verdict(
                 rule=str(record["rule"]),
@@ -154,9 +174,8 @@ class VerdictCollector:
             )
         verdict.facts = dict(record.get("facts") or {})
         verdict.duration += report.duration
-        outcome = item_outcome(report, previous)  # the gate folds the phases the same way
         if outcome is not None and outcome != previous:
-            self._decided[report.nodeid] = verdict.outcome = outcome
+            verdict.outcome = outcome
             verdict.message = str(record.get("message") or message_of(report))
             if record.get(REC_WAIVER):
                 verdict.waiver = dict(record[REC_WAIVER])

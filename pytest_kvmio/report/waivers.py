@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,11 +22,11 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.catalogue import rule_of
-from pytest_kvmio.collect.targets import item_target
 from pytest_kvmio.model.yamlsafe import load_text
 from pytest_kvmio.report.record import (
     REC_OUTCOME,
     REC_WAIVER,
+    Enricher,
     is_rule_failure,
     item_record,
     message_of,
@@ -135,12 +134,7 @@ def load_waivers(path: str | Path, source: str = "--waivers") -> list[Waiver]:
     return waivers
 
 
-def _target_id(item: pytest.Item) -> str | None:
-    target = item_target(item)
-    return target.id if target is not None else None
-
-
-class WaiverPlugin:
+class WaiverPlugin(Enricher):
     """Apply waivers to failed rule reports and remember which waivers applied, expired or matched nothing."""
 
     def __init__(self, waivers: list[Waiver], path: str, today: dt.date | None = None) -> None:
@@ -161,23 +155,20 @@ class WaiverPlugin:
                 found = waiver
         return found
 
-    # Innermost wrapper: every other makereport wrapper (kvmio's properties, allure-pytest's status)
-    # and every logreport consumer (terminal, JUnit, verdicts) sees the waived report.
-    @pytest.hookimpl(wrapper=True, trylast=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-        report = yield
+    def adjust(self, item: pytest.Item, call: pytest.CallInfo[Any], report: pytest.TestReport, target: Any) -> None:
+        """Turn a failed rule check that a waiver covers into a waived skip (before the record is built, so every
+        reporter, allure-pytest and JUnit included, sees the waived report)."""
         if report.when != "call" or not report.failed or hasattr(report, "wasxfail"):
-            return report
+            return
         if not is_rule_failure(call):
-            return report  # kvmio could not judge: an error, not a deviation to accept
+            return  # kvmio could not judge: an error, not a deviation to accept
         rule = rule_of(item)
-        target = _target_id(item)
         if rule is None or target is None:
-            return report
-        waiver = self.find(rule[0], target)
+            return
+        waiver = self.find(rule[0], target.id)
         if waiver is None:
-            return report
-        waiver.waived.append(target)
+            return
+        waiver.waived.append(target.id)
         failure = report.longreprtext.strip()
         message = message_of(report)
         record = waiver.as_dict() | {"failure": message}
@@ -187,7 +178,6 @@ class WaiverPlugin:
         report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: waived by {waiver.where} ({waiver.describe()}): {message}")
         report.sections.append(("kvmio waived failure", failure))
         item_record(item).update({REC_OUTCOME: WAIVED, REC_WAIVER: record})
-        return report
 
     def summary(self) -> dict[str, Any]:
         """Return the waivers section of the JSON summary."""
