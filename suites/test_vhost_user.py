@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_kvmio.errors import CouldNotJudge
-from pytest_kvmio.model.domain import configured_queues, default_queues
+from pytest_kvmio.model.checks import vhost_memory
+from pytest_kvmio.model.domain import RECONNECT_TIMEOUT, effective_queues
 
 SHARED_MEMORY_FIX = "<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>"
 
@@ -20,17 +21,16 @@ SHARED_MEMORY_FIX = "<memoryBacking><source type='memfd'/><access mode='shared'/
 def test_vhost_user_disk_has_shared_guest_memory(disk, kvmio_facts, kvmio_record):
     """The vhost-user backend reads and writes guest memory itself: libvirt refuses the domain unless that memory is shared, and SPDK can only use it from hugepages."""
     domain = disk.domain
-    shared, why = domain.shared_memory()
+    memory = vhost_memory(disk)
     kvmio_facts["memory"] = domain.memory_facts()
-    assert shared, (
-        f"{disk.id}: vhost-user disk but guest memory is not shared ({why}); add {SHARED_MEMORY_FIX} "
+    assert memory.shared, (
+        f"{disk.id}: vhost-user disk but guest memory is not shared ({memory.why}); add {SHARED_MEMORY_FIX} "
         "(libvirt refuses the domain otherwise: 'vhostuser' requires shared memory)"
     )
-    backend = disk.backend.serving if disk.backend is not None else None
-    if backend is not None and backend.is_spdk:
-        kvmio_facts["backend"] = backend.describe()
-        assert domain.hugepages, (
-            f"{disk.id}: served by {backend.describe()} (SPDK), which needs guest memory in hugepages; "
+    if memory.spdk is not None:
+        kvmio_facts["backend"] = memory.spdk.describe()
+        assert memory.holds, (
+            f"{disk.id}: served by {memory.spdk.describe()} (SPDK), which needs guest memory in hugepages; "
             "add <hugepages/> to <memoryBacking> and reserve them on the host (vm.nr_hugepages)"
         )
     elif domain.memory_source != "memfd" and not domain.hugepages:
@@ -49,7 +49,7 @@ def test_vhost_user_disk_reconnects_after_a_backend_restart(disk):
     else:
         seen = f"<reconnect enabled='{'yes' if disk.reconnect_enabled else 'no'}' timeout='{disk.reconnect_timeout}'>"
     assert disk.reconnects, (
-        f"{disk.id}: socket {disk.source_path} has {seen}; add <reconnect enabled='yes' timeout='10'/> "
+        f"{disk.id}: socket {disk.source_path} has {seen}; add <reconnect enabled='yes' timeout='{RECONNECT_TIMEOUT}'/> "
         "inside the disk's <source>"
     )
 
@@ -57,9 +57,7 @@ def test_vhost_user_disk_reconnects_after_a_backend_restart(disk):
 @pytest.mark.rule("disk-vhost-backend-queues")
 def test_vhost_user_queues_fit_what_the_backend_offers(disk, hypervisor, kvmio_facts):
     """QEMU refuses to start a vhost-user disk with more queues than its backend offers ('The maximum number of queues supported by the backend is 1')."""
-    queues, where = configured_queues(disk)
-    if queues is None:
-        queues, where = default_queues(disk, hypervisor.qemu)
+    queues, where = effective_queues(disk, hypervisor.qemu)
     if disk.backend is None:
         raise CouldNotJudge(f"{disk.id}: no facts about socket {disk.source_path} were read on the host")
     offered, how = disk.backend.queues()

@@ -85,6 +85,28 @@ def test_pinning_needs_the_hosts_cpus_offline_and_pins_apart_when_known() -> Non
     assert not known.left
 
 
+def test_a_pin_of_an_iothread_the_domain_does_not_define_is_dropped() -> None:
+    head = ("<vcpu placement='static'>2</vcpu><iothreads>1</iothreads>\n  <cputune>\n    <vcpupin vcpu='0' cpuset='0'/>\n"
+            "    <vcpupin vcpu='1' cpuset='1'/>\n    <iothreadpin iothread='1' cpuset='3'/>\n"
+            "    <iothreadpin iothread='2' cpuset='1'/>\n  </cputune>")
+    root, result = _fix(_domain(_disk("cache='none' iothread='1' queues='2'"), head), rules=["domain-iothread-pinned"])
+    assert [f.applied.summary for f in result.fixed if f.applied] == [
+        "offline/vm: drop the <iothreadpin> of undefined IOThread(s) [2]"], result.diff()
+    assert b"<iothreadpin iothread=\"1\" cpuset=\"3\"/>\n  </cputune>" in etree.tostring(root)
+    assert not result.left
+
+
+def test_the_fixer_judges_each_rule_at_its_catalogue_level() -> None:
+    from pytest_kvmio.fix.patch import findings
+
+    head = "<vcpu placement='static'>2</vcpu><iothreads>1</iothreads>"
+    domain = parse_domain(_domain(_disk("cache='unsafe' iothread='1' queues='2'") + _disk("cache='unsafe'", "vdc"), head),
+                          source="t.xml")
+    found = findings(domain, OFFLINE, ["domain-iothread-pinned", "disk-cache-safe", "host-kernel-min"])
+    assert [(f.rule, f.target) for f in found] == [("domain-iothread-pinned", "offline/vm"),
+                                                   ("disk-cache-safe", "offline/vm/vdb"), ("disk-cache-safe", "offline/vm/vdc")]
+
+
 def test_native_on_a_sparse_image_prefers_preallocation_then_io_uring() -> None:
     domain = parse_domain(_domain(_disk("cache='none' io='native'")), source="t.xml")
     disk = domain.disks[0]

@@ -6,7 +6,7 @@ secure XML `--apply` defines.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from lxml import etree
 
@@ -47,6 +47,18 @@ def _insert_after(parent: etree._Element, after: tuple[str, ...], child: etree._
     first.addprevious(child)
     child.tail = parent.text
     return child
+
+
+def _remove(el: etree._Element) -> None:
+    """Remove `el`, keeping its siblings indented like libvirt writes its XML."""
+    parent = el.getparent()
+    assert parent is not None, "the <domain> root is never removed"
+    before = el.getprevious()
+    if before is not None:
+        before.tail = el.tail
+    else:
+        parent.text = el.tail
+    parent.remove(el)
 
 
 def _child(parent: etree._Element, tag: str, after: tuple[str, ...] = ()) -> etree._Element:
@@ -141,13 +153,19 @@ def iothread_pool(ids: tuple[int, ...]) -> Edit:
     return edit
 
 
-def pins(vcpus: dict[int, str], iothreads: dict[int, str]) -> Edit:
-    """Set <vcpupin>/<iothreadpin> cpusets in <cputune> (created when absent)."""
+def pins(vcpus: Mapping[int, str], iothreads: Mapping[int, str | None]) -> Edit:
+    """Set <vcpupin>/<iothreadpin> cpusets in <cputune> (created when absent); a None cpuset removes the pin."""
     def edit(root: etree._Element) -> None:
         tune = _child(root, "cputune", after=("iothreadids", "iothreads", "vcpus", "vcpu"))
-        for tag, key, wanted in (("vcpupin", "vcpu", vcpus), ("iothreadpin", "iothread", iothreads)):
-            for ident, cpuset in sorted(wanted.items()):
+        wanted: tuple[tuple[str, str, Mapping[int, str | None]], ...] = (
+            ("vcpupin", "vcpu", vcpus), ("iothreadpin", "iothread", iothreads))
+        for tag, key, cpusets in wanted:
+            for ident, cpuset in sorted(cpusets.items()):
                 pin = next((p for p in tune.findall(tag) if p.get(key) == str(ident)), None)
+                if cpuset is None:
+                    if pin is not None:
+                        _remove(pin)
+                    continue
                 if pin is None:
                     pin = _append(tune, etree.Element(tag, {key: str(ident)}))
                 pin.set("cpuset", cpuset)

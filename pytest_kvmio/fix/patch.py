@@ -88,12 +88,12 @@ def targets_of(domain: Domain, facts: HostFacts) -> Iterable[tuple[str, Target]]
 
 
 def findings(domain: Domain, facts: HostFacts, rules: Iterable[str]) -> list[Finding]:
-    """Return every rule of `rules` that fails on the domain or its disks, with its remedies."""
+    """Return every rule of `rules` that fails on the domain or its disks (by the catalogue's level), with its remedies."""
     out = []
-    wanted = list(rules)
+    levels = {rule: entry.level for rule in rules if (entry := lookup(rule)) is not None}
     for level, target in targets_of(domain, facts):
-        for rule in wanted:
-            if (level == "domain") != rule.startswith("domain-"):
+        for rule, rule_level in levels.items():
+            if rule_level != level:
                 continue
             found = remedies(rule, target, facts)
             if found:

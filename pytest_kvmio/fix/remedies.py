@@ -1,9 +1,12 @@
 """What fixes each rule, computed from the domain model: XML edits, virt-xml commands, host and guest commands.
 
 `remedies(rule, target, facts)` returns the honest fixes of one rule on one target, the preferred first, or an empty
-list when the target already meets the rule. XML fixes respect what is there: an existing IOThread is reused (a pool
-never shrinks), explicit queue→IOThread mappings are kept and completed, `<iothreads>` is added only to a domain
-without any, and IOThreads are pinned only when the host's CPUs are known.
+list when the target already meets the rule: a disk or domain rule asks the same check its suite test asserts on
+(model/checks.py), never a copy of it. Remedies are looked up by rule id (`XML_REMEDIES`, `OTHER_REMEDIES`).
+
+XML fixes respect what is there: an existing IOThread is reused (a pool never shrinks), explicit queue→IOThread
+mappings are kept and completed, `<iothreads>` is added only to a domain without any, and IOThreads are pinned only
+when the host's CPUs are known.
 """
 
 from __future__ import annotations
@@ -18,21 +21,33 @@ from pytest_kvmio.catalogue import Scope, lookup
 from pytest_kvmio.collect.facts import HostFacts
 from pytest_kvmio.collect.targets import HostTarget, Target
 from pytest_kvmio.fix import edits
+from pytest_kvmio.model.checks import (
+    async_io_is_direct,
+    cache_is_safe,
+    io_mode_valid,
+    io_uring_supported,
+    iothread_pinning,
+    iothread_use,
+    native_image_not_sparse,
+    queue_layout,
+    thin_image_discards,
+    vhost_memory,
+)
 from pytest_kvmio.model.cpuset import format_cpuset
 from pytest_kvmio.model.domain import (
+    DIRECT_CACHE_MODES,
+    RECONNECT_TIMEOUT,
     VALID_IO_MODES,
     Disk,
     Domain,
-    configured_queues,
-    default_queues,
 )
 
 #: When a change takes effect: `define` (a file or a stopped domain: when it is defined), `restart` (a running domain
 #: needs a full stop and start), `live` (at once, on a running host or guest).
 TAKES_EFFECT = ("define", "live", "restart")
-DIRECT_CACHE_MODES = ("none", "directsync")
-#: Seconds a vhost-user disk waits before reconnecting to a restarted backend.
-RECONNECT_TIMEOUT = 10
+#: Host commands that allow io_uring now and at boot.
+ALLOW_IO_URING = ["sysctl -w kernel.io_uring_disabled=0",
+                  "echo 'kernel.io_uring_disabled = 0' > /etc/sysctl.d/90-kvmio-io-uring.conf"]
 
 
 @dataclass
@@ -77,7 +92,7 @@ def _driver_fix(disk: Disk, summary: str, virt: dict[str, str] | None, **attrs: 
 def _io_mode(target: Target, facts: HostFacts | None) -> list[Remedy]:
     disk = target.disk
     assert disk is not None
-    if disk.io in VALID_IO_MODES:
+    if io_mode_valid(disk):
         return []
     guess = difflib.get_close_matches(str(disk.io).replace("uring", "io_uring"), VALID_IO_MODES[:3], n=1, cutoff=0.6)
     if guess:
@@ -90,7 +105,7 @@ def _io_mode(target: Target, facts: HostFacts | None) -> list[Remedy]:
 def _direct_io(target: Target, facts: HostFacts | None) -> list[Remedy]:
     disk = target.disk
     assert disk is not None
-    if disk.effective_cache in DIRECT_CACHE_MODES:
+    if async_io_is_direct(disk)[0] is not False:
         return []
     direct = _driver_fix(disk, f"{disk.id}: set cache='none' (io='{disk.io}' needs O_DIRECT)", {"cache": "none"},
                          cache="none")
@@ -106,8 +121,7 @@ def _direct_io(target: Target, facts: HostFacts | None) -> list[Remedy]:
 def _not_sparse(target: Target, facts: HostFacts | None) -> list[Remedy]:
     disk = target.disk
     assert disk is not None
-    allocation = disk.allocation
-    if allocation.thin is not True:
+    if native_image_not_sparse(disk)[0] is not False:
         return []
     out = []
     if disk.source_file and disk.type == "file":
@@ -133,16 +147,14 @@ def _io_uring_host(target: Target, facts: HostFacts | None) -> list[Remedy]:
     assert disk is not None
     if facts is None:
         return []
-    supported, why = facts.io_uring_support()
+    supported, why = io_uring_supported(disk, facts.io_uring_support(), facts.offline)
     if supported is not False:
         return []
     out = []
     if facts.io_uring_disabled not in (None, 0):
         out.append(Remedy(
             f"{facts.name}: allow io_uring (kernel.io_uring_disabled = {facts.io_uring_disabled})",
-            host_commands=["sysctl -w kernel.io_uring_disabled=0",
-                           "echo 'kernel.io_uring_disabled = 0' > /etc/sysctl.d/90-kvmio-io-uring.conf"],
-            takes_effect="live"))
+            host_commands=list(ALLOW_IO_URING), takes_effect="live"))
     else:
         out.append(Remedy(f"{facts.name}: upgrade to kernel ≥ 5.10, QEMU ≥ 5.0, libvirt ≥ 6.3 ({why})",
                           host_commands=["apt-get install --only-upgrade linux-image-amd64 qemu-system-x86 libvirt-daemon"],
@@ -171,15 +183,14 @@ def _iothread(target: Target, facts: HostFacts | None) -> list[Remedy]:
     disk = target.disk
     assert disk is not None
     domain = disk.domain
-    ctl = disk.controller if not disk.is_virtio_blk else None
-    used = disk.iothreads if ctl is None else ctl.iothreads
-    owner = "its <driver>" if ctl is None else f"virtio-scsi controller {ctl.index}"
-    missing = [t for t in used if t not in domain.iothread_ids]
-    if used and not missing:
+    use = iothread_use(disk)
+    if use.holds:
         return []
-    if missing:
-        pool = _pool_with(domain, missing)
-        return [Remedy(f"{domain.id}: define IOThread(s) {missing} that {owner} of {disk.target} uses "
+    ctl = use.controller
+    owner = "its <driver>" if ctl is None else f"virtio-scsi controller {ctl.index}"
+    if use.missing:
+        pool = _pool_with(domain, use.missing)
+        return [Remedy(f"{domain.id}: define IOThread(s) {use.missing} that {owner} of {disk.target} uses "
                        f"(IOThreads {list(pool)})", [edits.iothread_pool(pool)], takes_effect=_effect(domain))]
     if domain.iothread_ids:
         tid, pool, grow = _least_used(domain), domain.iothread_ids, []
@@ -197,54 +208,42 @@ def _iothread(target: Target, facts: HostFacts | None) -> list[Remedy]:
 def _multiqueue(target: Target, facts: HostFacts | None) -> list[Remedy]:
     disk = target.disk
     assert disk is not None
-    queues, where = configured_queues(disk)
+    layout = queue_layout(disk, facts.qemu if facts else None)
+    if layout.holds is not False:
+        return []
     ctl = disk.controller if not disk.is_virtio_blk else None
-    mapping = disk.iothread_queues or (ctl.iothread_queues if ctl is not None else {})
     effect = _effect(disk.domain)
-    if mapping:
-        mapped = sorted(q for ids in mapping.values() for q in ids)
-        if not mapped:
-            return []
-        count = queues if queues is not None else len(mapped)
-        unmapped = [q for q in range(count) if q not in mapped]
-        if not unmapped:
-            return []
-        threads = list(mapping)
+    if layout.unmapped:
+        threads = list(layout.mapping)
         additions: dict[int, list[int]] = {}
-        for i, queue in enumerate(unmapped):  # round-robin over the IOThreads the mapping already uses
+        for i, queue in enumerate(layout.unmapped):  # round-robin over the IOThreads the mapping already uses
             additions.setdefault(threads[i % len(threads)], []).append(queue)
         owner: tuple[str, str | int] = ("disk", disk.target) if ctl is None else ("controller", ctl.index)
         shown = ", ".join(f"queues {q} to IOThread {t}" for t, q in additions.items())
         return [Remedy(f"{disk.id}: map {shown}, keeping the existing mapping", [edits.map_queues(owner, additions)],
                        takes_effect=effect)]
-    if queues is None:
-        queues, where = default_queues(disk, facts.qemu if facts else None)
-        if queues is None:
-            return []
-    domain = disk.domain
-    if domain.vcpus <= queues <= domain.max_vcpus:
-        return []
-    wanted = str(domain.vcpus)
+    wanted = str(layout.vcpus)
     if ctl is None:
-        return [_driver_fix(disk, f"{disk.id}: set queues='{wanted}' ({where}; {domain.vcpus} vCPUs)",
+        return [_driver_fix(disk, f"{disk.id}: set queues='{wanted}' ({layout.where}; {layout.vcpus} vCPUs)",
                             {"driver.queues": wanted}, queues=wanted)]
-    return [Remedy(f"{disk.id}: set queues='{wanted}' on virtio-scsi controller {ctl.index} ({where})",
+    return [Remedy(f"{disk.id}: set queues='{wanted}' on virtio-scsi controller {ctl.index} ({layout.where})",
                    [edits.controller_driver("scsi", ctl.index, queues=wanted)], takes_effect=effect)]
 
 
 def _discard(target: Target, facts: HostFacts | None) -> list[Remedy]:
     disk = target.disk
     assert disk is not None
-    if disk.discard == "unmap" or disk.allocation.thin is not True:
+    discards, why = thin_image_discards(disk)
+    if discards is not False:
         return []
-    return [_driver_fix(disk, f"{disk.id}: set discard='unmap' ({disk.allocation.why})", {"discard": "unmap"},
+    return [_driver_fix(disk, f"{disk.id}: set discard='unmap' ({why})", {"discard": "unmap"},
                         discard="unmap")]
 
 
 def _cache_safe(target: Target, facts: HostFacts | None) -> list[Remedy]:
     disk = target.disk
     assert disk is not None
-    if disk.effective_cache != "unsafe":
+    if cache_is_safe(disk):
         return []
     return [_driver_fix(disk, f"{disk.id}: set cache='none' (cache='unsafe' ignores guest flushes)",
                         {"cache": "none"}, cache="none")]
@@ -253,12 +252,16 @@ def _cache_safe(target: Target, facts: HostFacts | None) -> list[Remedy]:
 def _vhost_memory(target: Target, facts: HostFacts | None) -> list[Remedy]:
     disk = target.disk
     assert disk is not None
-    shared, why = disk.domain.shared_memory()
-    if shared:
+    memory = vhost_memory(disk)
+    if memory.holds:
         return []
+    if memory.spdk is not None and memory.shared:  # a host change too: hugepages must be reserved before they are used
+        return [Remedy(f"{disk.id}: back guest memory with hugepages for {memory.spdk.describe()} (SPDK): add "
+                       "<hugepages/> to <memoryBacking> and reserve them on the host (vm.nr_hugepages)",
+                       takes_effect="restart")]
     cells = len(disk.domain.numa_access)
     what = "memAccess='shared' on every NUMA cell" if cells else "<memoryBacking> memfd with <access mode='shared'/>"
-    return [Remedy(f"{disk.domain.id}: share guest memory ({why}): {what}", [edits.shared_memory(cells)],
+    return [Remedy(f"{disk.domain.id}: share guest memory ({memory.why}): {what}", [edits.shared_memory(cells)],
                    takes_effect=_effect(disk.domain))]
 
 
@@ -274,21 +277,10 @@ def _vhost_reconnect(target: Target, facts: HostFacts | None) -> list[Remedy]:
 # --- domain rules --------------------------------------------------------------------------------------------------
 
 
-def _pinned_apart(domain: Domain) -> bool:
-    """Return True when every IOThread is pinned to host CPUs no vCPU may use (domain-iothread-pinned holds)."""
-    if any(t not in domain.iothread_pins for t in domain.iothread_ids):
-        return False
-    for vcpu in range(domain.vcpus):
-        cpus = domain.vcpu_cpus(vcpu)
-        if domain.iothread_pins and (cpus is None or any(cpus & pin for pin in domain.iothread_pins.values())):
-            return False
-    return True
-
-
 def _pinned(target: Target, facts: HostFacts | None) -> list[Remedy]:
     domain = target.domain
     assert domain is not None
-    if _pinned_apart(domain):
+    if iothread_pinning(domain).holds:
         return []
     cpus = facts.cpu_count if facts is not None else None
     if cpus is None:
@@ -297,7 +289,9 @@ def _pinned(target: Target, facts: HostFacts | None) -> list[Remedy]:
     every = frozenset(range(cpus))
     pinned_vcpus = {v: domain.vcpu_cpus(v) for v in range(domain.vcpus)}
     held = frozenset().union(*(c for c in pinned_vcpus.values() if c is not None))
-    kept = {t: p for t, p in domain.iothread_pins.items() if not (p & held) and p <= every}
+    # A pin of an IOThread the domain does not define (libvirt refuses it) goes: no vCPU can be kept off it.
+    stray = sorted(t for t in domain.iothread_pins if t not in domain.iothread_ids)
+    kept = {t: p for t, p in domain.iothread_pins.items() if not (p & held) and p <= every and t not in stray}
     free = sorted(every - held - frozenset().union(*kept.values()))
     # IOThreads already pinned apart stay; the others go to the highest host CPUs no pinned vCPU holds, and
     # unpinned vCPUs get the rest.
@@ -311,74 +305,71 @@ def _pinned(target: Target, facts: HostFacts | None) -> list[Remedy]:
         return [Remedy(f"{domain.id}: the host has {cpus} CPU(s): none left for vCPUs beside the IOThreads' "
                        f"{format_cpuset(io_cpus | frozenset().union(*kept.values()))}",
                        needs=f"a host CPU for the vCPUs besides the IOThreads' (the host has {cpus})")]
-    iothread_pins = {t: format_cpuset(io_cpus) for t in domain.iothread_ids if t not in kept}
+    iothread_pins: dict[int, str | None] = {t: format_cpuset(io_cpus) for t in domain.iothread_ids if t not in kept}
     vcpu_pins = {v: format_cpuset(vcpu_cpus) for v, c in pinned_vcpus.items() if c is None or c & io_cpus}
-    if not iothread_pins and not vcpu_pins:
-        return []
     parts = []
     if iothread_pins:
         parts.append(f"IOThread(s) {sorted(iothread_pins)} on host CPU {format_cpuset(io_cpus)}")
     if vcpu_pins:
         parts.append(f"vCPU(s) {sorted(vcpu_pins)} on {format_cpuset(vcpu_cpus)}")
-    return [Remedy(f"{domain.id}: pin " + " and ".join(parts) + f" (host has {cpus} CPUs)",
-                   [edits.pins(vcpu_pins, iothread_pins)], takes_effect=_effect(domain))]
+    what = ["pin " + " and ".join(parts) + f" (host has {cpus} CPUs)"] if parts else []
+    if stray:
+        what.append(f"drop the <iothreadpin> of undefined IOThread(s) {stray}")
+        iothread_pins.update(dict.fromkeys(stray))
+    return [Remedy(f"{domain.id}: " + ", ".join(what), [edits.pins(vcpu_pins, iothread_pins)],
+                   takes_effect=_effect(domain))]
 
 
 # --- host and guest rules: text and commands, never applied -------------------------------------------------------
 
-_PACKAGES = {"host-kernel-min": ("kernel ≥ 5.10", "linux-image-amd64"), "host-qemu-min": ("QEMU ≥ 5.0", "qemu-system-x86"),
-             "host-libvirt-min": ("libvirt ≥ 6.3", "libvirt-daemon")}
 
-
-def _host_text(rule: str) -> Remedies:
+def _upgrade(what: str, package: str) -> Remedies:
     def remedy(target: Target, facts: HostFacts | None) -> list[Remedy]:
-        name = target.host.name
-        if rule in _PACKAGES:
-            what, package = _PACKAGES[rule]
-            return [Remedy(f"{name}: upgrade to {what}", host_commands=[f"apt-get install --only-upgrade {package}"],
-                           takes_effect="restart")]
-        if rule == "host-io-uring-enabled":
-            return [Remedy(f"{name}: set kernel.io_uring_disabled = 0",
-                           host_commands=["sysctl -w kernel.io_uring_disabled=0",
-                                          "echo 'kernel.io_uring_disabled = 0' > /etc/sysctl.d/90-kvmio-io-uring.conf"],
-                           takes_effect="live")]
-        if rule == "host-scheduler-none":
-            devices = [b.name for b in (facts.block_devices if facts else [])
-                       if not b.is_virtual and (b.is_nvme or b.rotational is False) and b.scheduler not in (None, "none")]
-            return [Remedy(f"{name}: scheduler none on {', '.join(devices) or 'its flash devices'} (now and at boot)",
-                           host_commands=[f"echo none > /sys/block/{d}/queue/scheduler" for d in devices] + [
-                               ("echo 'ACTION==\"add|change\", KERNEL==\"nvme[0-9]*n[0-9]*|sd[a-z]*\", "
-                                "ATTR{queue/rotational}==\"0\", ATTR{queue/scheduler}=\"none\"' "
-                                "> /etc/udev/rules.d/60-kvmio-scheduler.rules")],
-                           takes_effect="live")]
-        if rule in ("disk-vhost-backend-queues", "disk-vhost-backend-serving"):
-            disk = target.disk
-            sock = disk.source_path if disk is not None else None
-            what = ("start the vhost-user backend serving" if rule.endswith("serving")
-                    else "start the vhost-user backend with at least as many queues as the disk asks for, serving")
-            return [Remedy(f"{target.id}: {what} {sock}", takes_effect="live")]
-        return []
+        return [Remedy(f"{target.host.name}: upgrade to {what}",
+                       host_commands=[f"apt-get install --only-upgrade {package}"], takes_effect="restart")]
     return remedy
 
 
-def _guest_text(rule: str) -> Remedies:
+def _allow_io_uring(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    return [Remedy(f"{target.host.name}: set kernel.io_uring_disabled = 0", host_commands=list(ALLOW_IO_URING),
+                   takes_effect="live")]
+
+
+def _host_scheduler(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    devices = [b.name for b in (facts.block_devices if facts else [])
+               if not b.is_virtual and (b.is_nvme or b.rotational is False) and b.scheduler not in (None, "none")]
+    return [Remedy(f"{target.host.name}: scheduler none on {', '.join(devices) or 'its flash devices'} (now and at boot)",
+                   host_commands=[f"echo none > /sys/block/{d}/queue/scheduler" for d in devices] + [
+                       ("echo 'ACTION==\"add|change\", KERNEL==\"nvme[0-9]*n[0-9]*|sd[a-z]*\", "
+                        "ATTR{queue/rotational}==\"0\", ATTR{queue/scheduler}=\"none\"' "
+                        "> /etc/udev/rules.d/60-kvmio-scheduler.rules")],
+                   takes_effect="live")]
+
+
+def _start_backend(what: str) -> Remedies:
     def remedy(target: Target, facts: HostFacts | None) -> list[Remedy]:
-        if rule == "guest-scheduler-none":
-            return [Remedy(f"{target.id}: in the guest, scheduler none on virtio disks (now and at boot)",
-                           guest_commands=["for q in /sys/block/vd*/queue/scheduler; do echo none > \"$q\"; done",
-                                           ("echo 'ACTION==\"add|change\", KERNEL==\"vd[a-z]*\", "
-                                            "ATTR{queue/scheduler}=\"none\"' > /etc/udev/rules.d/60-kvmio-scheduler.rules")],
-                           takes_effect="live")]
-        if rule == "guest-queues-active":
-            return [Remedy(f"{target.id}: the guest's virtio driver opens fewer queues than configured; use a guest "
-                           "kernel ≥ 5.0 (virtio-blk multiqueue) or check virtio_blk.num_request_queues on its command line",
-                           takes_effect="restart")]
-        if rule == "guest-irq-spread":
-            return [Remedy(f"{target.id}: spread the disk's virtio interrupts in the guest (irqbalance, or "
-                           "smp_affinity per queue)", guest_commands=["systemctl enable --now irqbalance"],
-                           takes_effect="live")]
-        return []
+        sock = target.disk.source_path if target.disk is not None else None
+        return [Remedy(f"{target.id}: {what} {sock}", takes_effect="live")]
     return remedy
+
+
+def _guest_scheduler(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    return [Remedy(f"{target.id}: in the guest, scheduler none on virtio disks (now and at boot)",
+                   guest_commands=["for q in /sys/block/vd*/queue/scheduler; do echo none > \"$q\"; done",
+                                   ("echo 'ACTION==\"add|change\", KERNEL==\"vd[a-z]*\", "
+                                    "ATTR{queue/scheduler}=\"none\"' > /etc/udev/rules.d/60-kvmio-scheduler.rules")],
+                   takes_effect="live")]
+
+
+def _guest_queues(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    return [Remedy(f"{target.id}: the guest's virtio driver opens fewer queues than configured; use a guest "
+                   "kernel ≥ 5.0 (virtio-blk multiqueue) or check virtio_blk.num_request_queues on its command line",
+                   takes_effect="restart")]
+
+
+def _guest_irq(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    return [Remedy(f"{target.id}: spread the disk's virtio interrupts in the guest (irqbalance, or "
+                   "smp_affinity per queue)", guest_commands=["systemctl enable --now irqbalance"], takes_effect="live")]
 
 
 XML_REMEDIES: dict[str, Remedies] = {
@@ -395,9 +386,17 @@ XML_REMEDIES: dict[str, Remedies] = {
 }
 OTHER_REMEDIES: dict[str, Remedies] = {
     "disk-io-uring-supported": _io_uring_host,
-    **{r: _host_text(r) for r in ("host-kernel-min", "host-qemu-min", "host-libvirt-min", "host-io-uring-enabled",
-                                   "host-scheduler-none", "disk-vhost-backend-queues", "disk-vhost-backend-serving")},
-    **{r: _guest_text(r) for r in ("guest-scheduler-none", "guest-queues-active", "guest-irq-spread")},
+    "host-kernel-min": _upgrade("kernel ≥ 5.10", "linux-image-amd64"),
+    "host-qemu-min": _upgrade("QEMU ≥ 5.0", "qemu-system-x86"),
+    "host-libvirt-min": _upgrade("libvirt ≥ 6.3", "libvirt-daemon"),
+    "host-io-uring-enabled": _allow_io_uring,
+    "host-scheduler-none": _host_scheduler,
+    "disk-vhost-backend-queues": _start_backend(
+        "start the vhost-user backend with at least as many queues as the disk asks for, serving"),
+    "disk-vhost-backend-serving": _start_backend("start the vhost-user backend serving"),
+    "guest-scheduler-none": _guest_scheduler,
+    "guest-queues-active": _guest_queues,
+    "guest-irq-spread": _guest_irq,
 }
 
 

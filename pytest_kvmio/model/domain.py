@@ -18,11 +18,15 @@ from pytest_kvmio.model.vhost import VhostBackend
 VALID_IO_MODES = ("threads", "native", "io_uring", "default")
 #: QEMU's cache mode when libvirt's <driver> names none (or says cache='default').
 QEMU_DEFAULT_CACHE = "writeback"
+#: Cache modes that open the image with O_DIRECT (what io='native' needs and io='io_uring' wants).
+DIRECT_CACHE_MODES = ("none", "directsync")
 #: QEMU's AIO mode when libvirt's <driver> names none (or says io='default').
 QEMU_DEFAULT_IO = "threads"
 #: Disk types whose I/O bypasses QEMU's block layer: libvirt refuses iothread, cache, io, discard,
 #: iotune and transient on them, so the rules about those settings do not concern them.
 OUTSIDE_BLOCK_LAYER = ("vhostuser", "vhostvdpa")
+#: Seconds a vhost-user disk waits before reconnecting to a restarted backend (what kvmio proposes).
+RECONNECT_TIMEOUT = 10
 #: Network protocols whose images are thin by design (allocated on write).
 THIN_BY_DESIGN_PROTOCOLS = ("rbd",)
 #: Disk types whose `io=` reaches Linux AIO or io_uring: libvirt hands `aio` only to QEMU's file, host_device and
@@ -744,3 +748,9 @@ def configured_queues(disk: Disk) -> tuple[int | None, str]:
         where = f"virtio-scsi controller {ctl.index}"
         return ctl.queues, f"{where} queues='{ctl.queues}'" if ctl.queues else f"{where} without queues"
     return None, "not a virtio disk"
+
+
+def effective_queues(disk: Disk, qemu: Version | None) -> tuple[int | None, str]:
+    """Return the queue count QEMU gives a virtio disk (the XML's, else QEMU's default; None when unknown) and whence."""
+    queues, where = configured_queues(disk)
+    return (queues, where) if queues is not None else default_queues(disk, qemu)
