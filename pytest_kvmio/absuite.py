@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.collect.targets import HostTarget
-from pytest_kvmio.errors import CouldNotJudge
+from pytest_kvmio.errors import CouldNotJudge, InputError
 from pytest_kvmio.perf.ab import (
+    DEFAULT_ROUNDS,
     AbResult,
     AbRunError,
-    AbUsageError,
     ArmSpec,
     attach_runners,
     parse_arm,
@@ -34,11 +34,11 @@ from pytest_kvmio.perf.abstats import DEFAULT_MARGIN, direction_of
 from pytest_kvmio.perf.session import state
 from pytest_kvmio.perf.thresholds import ThresholdsError
 from pytest_kvmio.report import abreport
-from pytest_kvmio.settings import setting
+from pytest_kvmio.runconfig import run_config
+from pytest_kvmio.settings import key_values
 
 EXPECTATIONS = ("better", "not-worse")
 DEFAULT_EXPECT = "not-worse"
-DEFAULT_ROUNDS = 6
 SPEC_KEYS = ("a", "b", "profile", "rounds", "margin", "metric")
 
 
@@ -63,19 +63,13 @@ class AbSpec:
 
 def parse_spec(text: str) -> AbSpec:
     """Read `a=ARM,b=ARM,profile=P[,rounds=N][,margin=5%][,metric=iops]`; ValueError names the key."""
-    values: dict[str, str] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or key not in SPEC_KEYS or not value:
-            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(SPEC_KEYS)}")
-        values[key] = value
+    values: dict[str, str] = key_values(text, SPEC_KEYS)
     missing = [k for k in ("a", "b", "profile") if k not in values]
     if missing:
         raise ValueError(f"missing {', '.join(missing)}; expected a=DOMAIN/DISK[@host],b=DOMAIN/DISK[@host],profile=NAME")
     try:
         a, b = parse_arm(values["a"], "a"), parse_arm(values["b"], "b")
-    except AbUsageError as exc:
+    except InputError as exc:
         raise ValueError(str(exc)) from None
     rounds = values.get("rounds", str(DEFAULT_ROUNDS))
     if not rounds.isdigit() or int(rounds) < 1:
@@ -98,7 +92,7 @@ def expectation(value: str) -> str:
 
 def specs(config: pytest.Config) -> list[AbSpec]:
     """Return the experiments asked for with --kvmio-ab (none: the rule concerns nothing)."""
-    return list(config.getoption("kvmio_ab", None) or [])
+    return list(run_config(config).ab)
 
 
 def run(config: pytest.Config, host: HostTarget, spec: AbSpec) -> AbResult:
@@ -108,13 +102,13 @@ def run(config: pytest.Config, host: HostTarget, spec: AbSpec) -> AbResult:
         profile = perf.thresholds.profile(spec.profile)
     except ThresholdsError as exc:
         raise CouldNotJudge(f"--kvmio-ab {spec}: {exc}") from None
-    pattern = str(setting(config, "scratch_serial")[0])
+    run = run_config(config)
     try:
-        a, b = plan(host, spec.a, spec.b, profile, pattern)
-        attach_runners(a, b, host, guest_spec=config.getoption("kvmio_guest", None), scratch_pattern=pattern,
+        a, b = plan(host, spec.a, spec.b, profile, run.scratch_serial)
+        attach_runners(a, b, host, guest_spec=run.guest, scratch_pattern=run.scratch_serial,
                        progress=perf.progress, prefilled=perf.prefilled)
         return run_experiment(a, b, profile, rounds=spec.rounds, margin=spec.margin, progress=perf.progress)
-    except AbUsageError as exc:
+    except InputError as exc:
         raise CouldNotJudge(f"--kvmio-ab {spec}: nothing run: {exc}") from None
     except AbRunError as exc:
         raise CouldNotJudge(f"--kvmio-ab {spec}: {exc}") from None

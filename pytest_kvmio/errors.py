@@ -16,4 +16,14 @@ class CommandError(Exception):
 
 
 class InputError(CommandError):
-    """An input given to a `kvmio` command (a file, a value) is unusable: `ERROR: ...`, exit code 4, as pytest's usage errors."""
+    """kvmio's one usage error: an input (a file, a value, an option) is unusable. `ERROR: ...` and exit code 4 in
+    every `kvmio` command (`cli.main`); in pytest, where it becomes pytest's UsageError (`runconfig`, `settings`), too.
+
+    `command`: the command that refused it, when not the one running (argparse's prog); `usage`: its usage lines,
+    printed after the message.
+    """
+
+    def __init__(self, message: str, *, command: str | None = None, usage: str = "") -> None:
+        super().__init__(message)
+        self.command = command
+        self.usage = usage

@@ -16,6 +16,7 @@ from pytest_kvmio.errors import CouldNotJudge
 from pytest_kvmio.model.domain import Disk, Domain
 from pytest_kvmio.perf.diskfio import DiskFio
 from pytest_kvmio.report.record import EXTRA_FACTS, REC_NOTE, REC_OUTCOME, item_record
+from pytest_kvmio.runconfig import run_config
 from pytest_kvmio.state import STATE
 
 
@@ -134,7 +135,7 @@ def guest_or_reason(config: pytest.Config, target: Target) -> Any:
     state = config.stash[STATE]
     key = target.domain.id
     if key not in state.guests:
-        state.guests[key] = _open_guest(target, config.getoption("kvmio_guest"))
+        state.guests[key] = _open_guest(target, run_config(config).guest)
     return state.guests[key]
 
 

@@ -1,27 +1,64 @@
-"""Command-line options and ini keys of the `kvmio` group; their validators live in `settings`."""
+"""Command-line options and ini keys of the `kvmio` group; their validators live in `settings`.
+
+The options of settings that `kvmio ab` and `kvmio fix` take too are declared once, in `SHARED`, with pytest's dests,
+so a command resolves them like pytest does (`runconfig.RunConfig.for_command`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pytest
 
 from pytest_kvmio import absuite, settings
 from pytest_kvmio.settings import SETTINGS, cli_type
 
+#: Options of settings shared with the kvmio commands: flag -> argparse keywords (pytest's addoption takes the same).
+SHARED: dict[str, dict[str, Any]] = {
+    "--host": dict(
+        dest="kvmio_hosts", action="append", type=cli_type(settings.host_list), default=None, metavar="HOST",
+        help="hypervisor to test: local (this machine, the default), hv01 (ssh://hv01), or any testinfra spec; "
+        "repeatable or comma-separated; env KVMIO_HOSTS, ini kvmio_hosts",
+    ),
+    "--libvirt-uri": dict(
+        dest="kvmio_libvirt_uri", default=None, metavar="URI", type=cli_type(settings.uri_template),
+        help="libvirt URI or template with {host} {hostname} {user} {port} {keyfile} {query}; "
+        "default qemu:///system for local, qemu+ssh://{host}/system{query} otherwise; env KVMIO_LIBVIRT_URI",
+    ),
+    "--guest": dict(
+        dest="kvmio_guest", default=None, metavar="SPEC",
+        help="reach guests over SSH, e.g. ssh://root@{address}; default: the QEMU guest agent; env KVMIO_GUEST",
+    ),
+    "--thresholds": dict(
+        dest="kvmio_thresholds", default=None, metavar="DIR",
+        help="fio profiles, storage classes and baselines (default: thresholds/); env KVMIO_THRESHOLDS",
+    ),
+    "--fio-runtime": dict(
+        dest="kvmio_fio_runtime", type=cli_type(settings.whole_number(1)), default=None, metavar="SECONDS",
+        help="override the measured runtime of every fio profile (profiles.yaml sets it otherwise)",
+    ),
+    "--fio-ramp-time": dict(
+        dest="kvmio_fio_ramp_time", type=cli_type(settings.whole_number(0)), default=None, metavar="SECONDS",
+        help="override the unmeasured warm-up of every fio profile",
+    ),
+    "--scratch-serial": dict(  # a command option only: pytest reads KVMIO_SCRATCH_SERIAL and ini kvmio_scratch_serial
+        dest="kvmio_scratch_serial", default=None, metavar="GLOB",
+        help="serial glob of disks fio may write to (default kvmio-scratch*); env KVMIO_SCRATCH_SERIAL",
+    ),
+}
+
+
+def add_shared(add: Callable[..., Any], flags: Iterable[str]) -> None:
+    """Declare shared options with `add` (an argparse parser's `add_argument`, or pytest's `addoption`)."""
+    for flag in flags:
+        add(flag, **SHARED[flag])
+
 
 def add_options(parser: pytest.Parser) -> None:
     """Register the kvmio options (dests prefixed `kvmio_` so testinfra's never clash)."""
     group = parser.getgroup("kvmio", "KVM/QEMU/libvirt storage acceptance (pytest-kvmio)")
-    group.addoption(
-        "--host", dest="kvmio_hosts", action="append", type=cli_type(settings.host_list), default=None,
-        metavar="HOST",
-        help="hypervisor to test: local (this machine, the default), hv01 (ssh://hv01), or any "
-        "testinfra spec; repeatable or comma-separated",
-    )
-    group.addoption(
-        "--libvirt-uri", dest="kvmio_libvirt_uri", default=None, metavar="URI", type=cli_type(settings.uri_template),
-        help="libvirt URI or template with {host} {hostname} {user} {port} {keyfile} {query}; "
-        "default qemu:///system for local, qemu+ssh://{host}/system{query} otherwise",
-    )
+    add_shared(group.addoption, ("--host", "--libvirt-uri"))
     group.addoption(
         "--domain", dest="kvmio_domains", action="append", default=None, metavar="GLOB",
         help="only domains whose name matches GLOB (repeatable)",
@@ -39,14 +76,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--assume", dest="kvmio_assume", type=cli_type(settings.assumptions), default=None, metavar="FACTS",
         help="host facts for offline linting, e.g. kernel=6.1,qemu=7.2,libvirt=9.0",
     )
-    group.addoption(
-        "--guest", dest="kvmio_guest", default=None, metavar="SPEC",
-        help="reach guests over SSH, e.g. ssh://root@{address}; default: the QEMU guest agent",
-    )
-    group.addoption(
-        "--thresholds", dest="kvmio_thresholds", default=None, metavar="DIR",
-        help="fio profiles, storage classes and baselines (default: thresholds/)",
-    )
+    add_shared(group.addoption, ("--guest", "--thresholds"))
     group.addoption(
         "--fio-results", dest="kvmio_fio_results", default=None, metavar="DIR", type=cli_type(settings.existing_path),
         help="evaluate existing fio JSON files against the thresholds instead of running fio",
@@ -55,14 +85,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--fio-repeat", dest="kvmio_fio_repeat", type=cli_type(settings.whole_number(1)), default=None, metavar="N",
         help="fio runs per profile and disk; verdicts use the median (default 3)",
     )
-    group.addoption(
-        "--fio-runtime", dest="kvmio_fio_runtime", type=cli_type(settings.whole_number(1)), default=None, metavar="SECONDS",
-        help="override the measured runtime of every fio profile (profiles.yaml sets it otherwise)",
-    )
-    group.addoption(
-        "--fio-ramp-time", dest="kvmio_fio_ramp_time", type=cli_type(settings.whole_number(0)), default=None, metavar="SECONDS",
-        help="override the unmeasured warm-up of every fio profile",
-    )
+    add_shared(group.addoption, ("--fio-runtime", "--fio-ramp-time"))
     group.addoption(
         "--kvmio-perf-results", dest="kvmio_perf_results", default=None, metavar="PATH", type=cli_type(settings.output_file),
         help="write the run's fio samples as perf results JSON (input of `kvmio baseline record --results`)",

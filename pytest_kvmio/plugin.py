@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 from pytest_kvmio import catalogue, fixtures, markers, xdist_groups, xmlproblems
-from pytest_kvmio.collect.connection import ansible_host_specs, parse_host_spec
+from pytest_kvmio.collect.connection import HostSpec, ansible_host_specs, parse_host_spec
 from pytest_kvmio.collect.facts import assumed_facts
 from pytest_kvmio.collect.targets import (
     OFFLINE_HOST,
@@ -45,22 +45,23 @@ from pytest_kvmio.report.record import (
     item_record,
     message_of,
 )
-from pytest_kvmio.settings import check_conflicts, setting, validate_all
-from pytest_kvmio.state import CASES, STATE, TARGET_OPTIONS, KvmioState, describe_left_out
+from pytest_kvmio.runconfig import RUN_CONFIG, RunConfig, run_config
+from pytest_kvmio.state import CASES, STATE, KvmioState, describe_left_out
 
 #: Fixtures that make a test per target, from the finest level down.
 LEVEL_FIXTURES = (("disk", ("disk", "fio")), ("domain", ("domain", "guest")), ("host", ("host", "hypervisor")))
 
 
 def load_targets(config: pytest.Config) -> list[HostTarget]:
-    """Read the run's targets: fio result directories, offline XML files, or each host's facts and domains."""
-    if config.getoption("kvmio_fio_results", None):  # offline perf: the files' directories are the targets
-        return offline_hosts(config.getoption("kvmio_fio_results"), config.getoption("kvmio_domains"))
-    xml = config.getoption("kvmio_domain_xml")
-    assume = config.getoption("kvmio_assume") or {}
-    if xml:
+    """Read the run's targets, as its mode says: fio result directories, offline XML files, or each host's facts
+    and domains."""
+    run = run_config(config)
+    globs = list(run.domains) or None
+    if run.mode == "fio_results":  # offline perf: the files' directories are the targets
+        return offline_hosts(str(run.fio_results), globs)
+    if run.mode == "domain_xml":
         try:
-            domains, unreadable = load_xml_files(xml)
+            domains, unreadable = load_xml_files(list(run.domain_xml))
         except DomainXMLError as exc:
             raise pytest.UsageError(f"--domain-xml: {exc}") from None
         read = {d.source for d in domains}
@@ -68,16 +69,14 @@ def load_targets(config: pytest.Config) -> list[HostTarget]:
             shown = "\n  ".join(p.reason for p in unreadable[:10])
             more = f"\n  ... and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""
             raise pytest.UsageError(f"--domain-xml: no file could be read:\n  {shown}{more}")
-        hosts = [HostTarget(name=OFFLINE_HOST, spec=None, facts=assumed_facts(OFFLINE_HOST, assume), domains=domains,
-                            unreadable=unreadable)]
+        hosts = [HostTarget(name=OFFLINE_HOST, spec=None, facts=assumed_facts(OFFLINE_HOST, run.assume),
+                            domains=domains, unreadable=unreadable)]
         hosts[0].leave_out_other_drivers()
     else:
-        template = setting(config, "libvirt_uri")[0]
-        hosts = [load_host(spec, template, _progress(config)) for spec in host_specs(config)]
+        hosts = [load_host(spec, run.libvirt_uri, _progress(config)) for spec in host_specs(run)]
         for host in hosts:
             if host.error:
                 _progress(config)(f"kvmio: {host.error}")
-    globs = config.getoption("kvmio_domains")
     names = sorted({d.name for h in hosts for d in h.domains})
     unmatched = filter_domains(hosts, globs)
     if unmatched:
@@ -98,24 +97,21 @@ def _progress(config: pytest.Config) -> Callable[[str], None]:
     return write
 
 
-def host_specs(config: pytest.Config) -> list[Any]:
-    """Return the --host specs (CLI > KVMIO_HOSTS > ini kvmio_hosts > local), deduplicated."""
-    value, source = setting(config, "hosts")
-    inventory = config.getoption("ansible_inventory", None)  # pytest-testinfra's option, reused
-    if value is None:
-        raw = ["ansible://all"] if inventory else ["local"]
-    else:  # --host is repeatable and each one comma-separated: a list of lists; environment and ini give a list
-        raw = [h for item in value for h in (item if isinstance(item, list) else [item])]
+def host_specs(run: RunConfig) -> list[HostSpec]:
+    """Return the hosts to read: the hosts setting's (CLI > KVMIO_HOSTS > ini kvmio_hosts), else local or every host
+    of pytest-testinfra's --ansible-inventory; `ansible://PATTERN` expanded from the inventory, deduplicated."""
+    named = run.hosts or (parse_host_spec("ansible://all" if run.ansible_inventory else "local"),)
     specs = []
     seen = set()
-    for text in raw:
+    for named_spec in named:
+        text = named_spec.raw.strip()
         try:
             if text.startswith("ansible://"):
-                found = ansible_host_specs(text.removeprefix("ansible://").split("?")[0], inventory)
+                found = ansible_host_specs(text.removeprefix("ansible://").split("?")[0], run.ansible_inventory)
             else:
-                found = [parse_host_spec(text)]
+                found = [named_spec]
         except ValueError as exc:
-            raise pytest.UsageError(f"{source}: {exc}") from None
+            raise pytest.UsageError(f"{run.sources.get('hosts', 'default')}: {exc}") from None
         for spec in found:
             if spec.name not in seen:
                 seen.add(spec.name)
@@ -131,8 +127,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
     _xml_arguments(config)
-    check_conflicts(config)
-    validate_all(config)
+    config.stash[RUN_CONFIG] = RunConfig.from_pytest(config)  # the mode and every setting, resolved once
     state = KvmioState(config, loader=lambda: load_targets(config))
     config.stash[STATE] = state
     config.pluginmanager.register(state.collector, "kvmio-verdicts")
@@ -176,7 +171,7 @@ def _one_line_per_failure(config: pytest.Config) -> None:
     failure it scans every report for teardown output: pytest-dev/pytest#13360), so 1,858 failures among
     83,000 reports took longer than the whole run. `--tb=auto` (or any --tb) brings tracebacks back.
     """
-    if config.option.tbstyle != "auto" or not any(config.getoption(o, None) for o in TARGET_OPTIONS):
+    if config.option.tbstyle != "auto" or not run_config(config).names_targets:
         return
     given = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
     given += [str(a) for a in config.getini("addopts")]
@@ -287,7 +282,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 def _only_rules_asked_for(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item]:
     """Keep the items of the rules `--kvmio-rule` names (ids or globs); report the others as deselected."""
-    wanted = config.getoption("kvmio_rules", None)
+    wanted = run_config(config).rules
     if not wanted:
         return items
     kept: list[pytest.Item] = []
@@ -482,7 +477,7 @@ def _case_params(item: pytest.Item) -> dict[str, Any]:
 
 def _source_file(config: pytest.Config, target: Target | None) -> str | None:
     """Return the domain XML file an offline verdict was judged from (--domain-xml), else None."""
-    if target is None or target.domain is None or not config.getoption("kvmio_domain_xml", None):
+    if target is None or target.domain is None or run_config(config).mode != "domain_xml":
         return None
     return target.domain.source
 
@@ -512,14 +507,14 @@ def _jsonable(value: Any) -> Any:
 def pytest_collection(session: pytest.Session) -> None:
     """Read explicitly named targets before collecting, so bad input is a usage error (exit 4)."""
     config = session.config
-    named = any(config.getoption(o) for o in ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains", "kvmio_fio_results"))
-    if named or config.getoption("ansible_inventory", None) or setting(config, "hosts")[0] is not None:
+    if run_config(config).reads_targets_early:
         config.stash[STATE].hosts()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    if config.getoption("kvmio_domain_xml"):
-        return [f"kvmio: offline lint of {', '.join(config.getoption('kvmio_domain_xml'))}"]
+    run = run_config(config)
+    if run.mode == "domain_xml":
+        return [f"kvmio: offline lint of {', '.join(run.domain_xml)}"]
     return []
 
 

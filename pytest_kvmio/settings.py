@@ -1,9 +1,10 @@
 """Every kvmio setting with its one validator, used for the command line, the environment and ini alike.
 
-A setting resolves CLI > environment (`KVMIO_<NAME>`) > ini (`kvmio_<name>`) > default. The same
-validator checks the value wherever it came from, and a bad one is a usage error that names its source
-(`--fio-repeat`, `KVMIO_FIO_REPEAT`, `ini kvmio_fio_repeat in tox.ini`), pytest-timeout's pattern.
-Option combinations are checked once, in `check_conflicts`, from `pytest_configure`.
+A setting resolves CLI > environment (`KVMIO_<NAME>`) > ini (`kvmio_<name>`) > default (`resolve`), in pytest and
+in the `kvmio` commands alike. The same validator checks the value wherever it came from and returns it typed, and a
+bad one is a usage error that names its source (`--fio-repeat`, `KVMIO_FIO_REPEAT`, `ini kvmio_fio_repeat in
+tox.ini`), pytest-timeout's pattern. `runconfig.RunConfig` holds the resolved settings of a run, and decides the mode
+(refusing option combinations that contradict each other).
 """
 
 from __future__ import annotations
@@ -11,48 +12,62 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.connection import parse_host_spec
+from pytest_kvmio.collect.connection import HostSpec, parse_host_spec
+from pytest_kvmio.collect.facts import ASSUMABLE, Assumptions
+from pytest_kvmio.errors import InputError
 from pytest_kvmio.model.versions import Version
 
-ASSUMABLE = ("kernel", "qemu", "libvirt", "io_uring_disabled", "cpus")
 _TRUE, _FALSE = ("1", "yes", "true", "on"), ("", "0", "no", "false", "off")
 
 
 # --- validators: text in, value out, ValueError with the reason ------------------------------------
 
 
-def host_list(value: str | list[str]) -> list[str]:
-    """Split `hv01,hv02` (or take an ini list) and check each spec."""
+def host_list(value: str | list[str]) -> tuple[HostSpec, ...]:
+    """Split `hv01,hv02` (or take an ini list) and parse each spec."""
     items = value if isinstance(value, list) else [value]
     hosts = [h.strip() for item in items for h in str(item).replace(",", " ").split() if h.strip()]
     if not hosts:
         raise ValueError("expected a host name such as hv01, local or ssh://root@hv01")
-    for host in hosts:
-        parse_host_spec(host)  # raises ValueError naming what is wrong with the spec
-    return hosts
+    return tuple(parse_host_spec(host) for host in hosts)  # ValueError naming what is wrong with a spec
 
 
-def assumptions(value: str) -> dict[str, str]:
-    """Parse `kernel=6.1,qemu=7.2,libvirt=9.0`."""
-    out: dict[str, str] = {}
-    for item in value.split(","):
-        key, sep, val = item.partition("=")
-        key, val = key.strip(), val.strip()
-        if not sep or key not in ASSUMABLE or not val:
-            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(ASSUMABLE)}")
+def key_values(text: str, keys: Sequence[str], convert: Callable[[str, str], Any] | None = None) -> dict[str, Any]:
+    """Read `KEY=VALUE,KEY=VALUE` (`--assume`, `--kvmio-ab`): each KEY one of `keys`, each VALUE not empty.
+
+    `convert(key, value)` types a value; its ValueError, like a malformed item, names the item. A key given twice
+    keeps its last value.
+    """
+    out: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in keys or not value:
+            raise ValueError(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(keys)}")
         try:
-            int(val) if key in ("io_uring_disabled", "cpus") else Version.parse(val)
-        except ValueError:
-            raise ValueError(f"{item!r}: {val!r} is not a version number") from None
-        out[key] = val
+            out[key] = convert(key, value) if convert is not None else value
+        except ValueError as exc:
+            raise ValueError(f"{item!r}: {exc}") from None
     return out
+
+
+def _assumed(key: str, value: str) -> Version | int:
+    try:
+        return int(value) if key in ("io_uring_disabled", "cpus") else Version.parse(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a version number") from None
+
+
+def assumptions(value: str) -> Assumptions:
+    """Parse `kernel=6.1,qemu=7.2,libvirt=9.0` (and io_uring_disabled, cpus) into typed facts."""
+    return Assumptions(**key_values(value, ASSUMABLE, _assumed))
 
 
 def existing_path(value: str) -> str:
@@ -132,10 +147,11 @@ class Setting:
     env: bool = True
     ini: str | None = None  # pytest ini type ("string", "args") when an ini key exists
     ini_help: str = ""
+    flag: str | None = None  # the option, when it is not --<name>
 
     @property
     def option(self) -> str:
-        return f"--{self.name.replace('_', '-')}"
+        return self.flag or f"--{self.name.replace('_', '-')}"
 
     @property
     def env_var(self) -> str:
@@ -145,8 +161,9 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
-        Setting("hosts", host_list, ini="args", ini_help="hypervisors to test when --host is not given"),
+        Setting("hosts", host_list, ini="args", ini_help="hypervisors to test when --host is not given", flag="--host"),
         Setting("libvirt_uri", uri_template, ini="string", ini_help="libvirt URI template (see --libvirt-uri)"),
+        Setting("guest", text, ini="string", ini_help="reach guests over SSH, e.g. ssh://root@{address} (see --guest)"),
         Setting("thresholds", text, ini="string", ini_help="thresholds directory (see --thresholds)"),
         Setting("waivers", existing_path),
         Setting("fio_repeat", whole_number(1), ini="string", ini_help="fio runs per profile (see --fio-repeat)"),
@@ -173,54 +190,52 @@ def cli_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def setting(config: pytest.Config, name: str) -> tuple[Any, str]:
+def resolve(name: str, cli: Any, ini: Callable[[str], Any], inifile: object) -> tuple[Any, str]:
     """Resolve a setting CLI > KVMIO_<NAME> > ini kvmio_<name> > default; return (value, where it came from).
 
-    The command line was validated by its option's type; environment and ini values go through the same
-    validator here, and a bad one is a usage error naming its source.
+    `cli` is the command line's value, already checked by its option's type; `ini(key)` reads a key of the ini file
+    `inifile` (None or empty when unset). Environment and ini values go through the same validator here, and a bad
+    one is a usage error (InputError; pytest's UsageError in `setting`) naming its source.
     """
     spec = SETTINGS[name]
-    cli = config.getoption(f"kvmio_{name}", None)
     if cli not in (None, [], ""):
         return cli, spec.option
     sources: list[tuple[str, Any]] = []
     if spec.env:
         sources.append((spec.env_var, os.environ.get(spec.env_var)))
     if spec.ini is not None:
-        try:
-            ini = config.getini(f"kvmio_{name}")
-        except ValueError:
-            ini = None
-        sources.append((f"ini kvmio_{name} in {config.inipath}", ini))
+        sources.append((f"ini kvmio_{name} in {inifile}", ini(f"kvmio_{name}")))
     for source, raw in sources:
         if raw in (None, [], ""):
             continue
         try:
             return spec.parse(raw), source
         except ValueError as exc:
-            raise pytest.UsageError(f"{source}={raw!r}: {exc}") from None
+            raise InputError(f"{source}={raw!r}: {exc}") from None
     return DEFAULTS.get(name), "default"
 
 
-def validate_all(config: pytest.Config) -> None:
-    """Resolve every setting once at start-up, so a bad value stops the run before anything is collected."""
-    for name in SETTINGS:
-        setting(config, name)
+#: Per pytest run: the settings resolved so far, (value, source) by name.
+_RESOLVED = pytest.StashKey[dict[str, tuple[Any, str]]]()
 
 
-def check_conflicts(config: pytest.Config) -> None:
-    """Refuse option combinations that contradict each other, naming the fix (once, in pytest_configure)."""
-    given = {name: config.getoption(dest, None) for name, dest in (
-        ("--domain-xml", "kvmio_domain_xml"), ("--host", "kvmio_hosts"), ("--assume", "kvmio_assume"),
-        ("--fio-results", "kvmio_fio_results"),
-    )}
-    if given["--domain-xml"] and given["--host"]:
-        raise pytest.UsageError("--domain-xml lints files offline and --host checks live hosts; pass one of them")
-    if given["--assume"] and not given["--domain-xml"]:
-        raise pytest.UsageError("--assume supplies host facts for offline linting; use it with --domain-xml")
-    if given["--fio-results"]:
-        for option, does in (("--host", "runs fio on live hosts"), ("--domain-xml", "lints XML files")):
-            if given[option]:
-                raise pytest.UsageError(
-                    f"--fio-results evaluates fio files offline and {option} {does}; pass one of them"
-                )
+def setting(config: pytest.Config, name: str) -> tuple[Any, str]:
+    """Return (value, source) of a setting in a pytest run, resolved once (`resolve`) and kept.
+
+    Read `runconfig.run_config(config)` instead where you can: it holds every setting, typed.
+    """
+    resolved = config.stash.setdefault(_RESOLVED, {})
+    if name not in resolved:
+        try:
+            resolved[name] = resolve(name, config.getoption(f"kvmio_{name}", None), lambda key: _getini(config, key),
+                                     config.inipath)
+        except InputError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return resolved[name]
+
+
+def _getini(config: pytest.Config, key: str) -> Any:
+    try:
+        return config.getini(key)
+    except ValueError:  # not a registered ini key
+        return None

@@ -15,9 +15,7 @@ import pytest
 
 from pytest_kvmio.collect.targets import HostTarget
 from pytest_kvmio.report.record import Enricher, VerdictCollector
-
-#: Options that name kvmio targets: a run with one of them "uses kvmio" (the gate applies).
-TARGET_OPTIONS = ("kvmio_domain_xml", "kvmio_hosts", "kvmio_domains", "kvmio_json")
+from pytest_kvmio.runconfig import run_config
 
 
 @dataclass
@@ -70,8 +68,7 @@ class KvmioState:
     @property
     def in_use(self) -> bool:
         """Return True when this run checks something with kvmio (targets named, loaded, or rules run)."""
-        named = any(self.config.getoption(o, None) for o in TARGET_OPTIONS)
-        return named or self._hosts is not None or bool(self.collector.verdicts)
+        return run_config(self.config).names_targets or self._hosts is not None or bool(self.collector.verdicts)
 
 
 def describe_left_out(left_out: list[dict[str, Any]]) -> str:

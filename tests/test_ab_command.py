@@ -14,11 +14,11 @@ import pytest
 from pytest_kvmio.absuite import parse_spec
 from pytest_kvmio.collect.facts import HostFacts
 from pytest_kvmio.collect.targets import HostTarget
+from pytest_kvmio.errors import InputError
 from pytest_kvmio.model.domain import parse_domain
 from pytest_kvmio.perf.ab import (
     HOST_CPU,
     Arm,
-    AbUsageError,
     RunSample,
     fio_cpu_us_per_io,
     host_fio_command,
@@ -173,7 +173,7 @@ def test_arms_are_domain_slash_disk_optionally_at_host() -> None:
     spec = parse_arm("vm1/vdb@host")
     assert (spec.domain, spec.disk, spec.kind) == ("vm1", "vdb", "host")
     for bad in ("vm1", "vm1/", "/vdb", "vm1/vdb/x", "vm1/vdb@guest", ""):
-        with pytest.raises(AbUsageError, match="expected DOMAIN/DISK"):
+        with pytest.raises(InputError, match="expected DOMAIN/DISK"):
             parse_arm(bad, "--a")
 
 
@@ -195,12 +195,12 @@ def test_margins_are_percentages_or_fractions() -> None:
     ("vm1/vdb", "vm1/vdf", WRITE, "both arms write the same scratch disk \\(/images/vm1-native.raw\\)"),
 ])
 def test_bad_arms_are_refused_before_anything_runs(a, b, profile, message) -> None:
-    with pytest.raises(AbUsageError, match=message):
+    with pytest.raises(InputError, match=message):
         plan(lab_host(), parse_arm(a), parse_arm(b), profile, "kvmio-scratch*")
 
 
 def test_a_guest_arm_needs_a_running_domain_and_a_host_arm_does_not() -> None:
-    with pytest.raises(AbUsageError, match="not running; start it"):
+    with pytest.raises(InputError, match="not running; start it"):
         plan(lab_host(running=False), parse_arm("vm1/vdb"), parse_arm("vm1/vdc"), READ, "kvmio-scratch*")
     a, b = plan(lab_host(running=False), parse_arm("vm1/vdb@host"), parse_arm("vm1/vdc@host"), READ, "kvmio-scratch*")
     assert (a.kind, b.kind) == ("host", "host")
@@ -252,7 +252,7 @@ class FakeRunner:
     def check(self) -> None:
         self.log.append(f"check {self.name}")
         if self.refuse:
-            raise AbUsageError(self.refuse)
+            raise InputError(self.refuse)
 
     def prefill(self) -> None:
         self.log.append(f"prefill {self.name}")
@@ -308,7 +308,7 @@ def test_a_refused_arm_stops_the_experiment_before_anything_is_written() -> None
     a, b = _arms()
     a.runner = FakeRunner("a", [1], log)
     b.runner = FakeRunner("b", [1], log, refuse="--b vm1/vdc: carries an ext4 filesystem")
-    with pytest.raises(AbUsageError, match="ext4"):
+    with pytest.raises(InputError, match="ext4"):
         run_experiment(a, b, READ, rounds=2)
     assert log == ["check a", "check b"]
 

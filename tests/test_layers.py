@@ -1,7 +1,7 @@
 """Dependencies point down: a module imports only from its own layer or the layers below it.
 
-model → collect → settings → perf → catalogue → the verdict record → session state → reporters → the pytest
-glue (plugin, fixtures, markers, options, the perf suite's helpers) → commands (cli, lab). Imports inside
+model (and files, errors) → collect → settings and the run configuration → perf → catalogue → the verdict record →
+session state → reporters → the pytest glue (plugin, fixtures, markers, options, the perf suite's helpers) → commands (cli, lab). Imports inside
 functions count too: they may only be there to keep an optional library unloaded, and say so.
 """
 
@@ -19,9 +19,11 @@ PACKAGE = REPO / "pytest_kvmio"
 LAYERS = {
     "pytest_kvmio": 0,  # __init__: the version only
     "pytest_kvmio.errors": 0,
+    "pytest_kvmio.files": 0,  # reading and writing kvmio's files: atomic writes, YAML against a schema, the ini file
     "pytest_kvmio.model": 0,
     "pytest_kvmio.collect": 1,
     "pytest_kvmio.settings": 2,
+    "pytest_kvmio.runconfig": 2,  # the settings of a run, resolved once, and its mode
     "pytest_kvmio.perf": 3,
     "pytest_kvmio.catalogue": 4,
     "pytest_kvmio.fix": 4,  # remedies per rule: the catalogue's applicability, the model and host facts

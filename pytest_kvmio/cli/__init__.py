@@ -24,7 +24,8 @@ USAGE_ERROR = 4
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors print `ERROR: ...` and exit 4, as pytest's do (subcommands inherit it).
+    """argparse whose usage errors are kvmio's InputError: `ERROR: ...`, then the usage, exit 4, as pytest's do
+    (subcommands inherit it).
 
     A subcommand made with `passthrough=DEST` keeps the arguments after `--` as they are, in `DEST` (a list),
     instead of parsing them as its own (`kvmio lint PATH -- -x` hands `-x` to pytest).
@@ -49,8 +50,7 @@ class _Parser(argparse.ArgumentParser):
         return parsed, unknown
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(USAGE_ERROR, f"ERROR: {self.prog}: {message}\n")
+        raise InputError(message, command=self.prog, usage=self.format_usage())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,19 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `kvmio`; each subparser sets `func(args) -> int`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    command = parser.prog
     try:
+        args = parser.parse_args(argv)
+        command = f"{parser.prog} {args.command}"
         return int(args.func(args) or 0)
     except InputError as exc:
-        print(f"ERROR: kvmio {args.command}: {exc}", file=sys.stderr)
+        print(f"ERROR: {exc.command or command}: {exc}", file=sys.stderr, end="\n" + exc.usage)
         return USAGE_ERROR
     except CommandError as exc:
-        print(f"kvmio {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print(f"kvmio {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
 

@@ -5,6 +5,9 @@
 
 Exit status: 0 when the experiment ran (whatever the verdicts), 1 when a run failed, 4 for a bad arm or
 option (`ERROR: ...`, nothing run).
+
+--host, --libvirt-uri, --guest, --thresholds, --scratch-serial, --fio-runtime and --fio-ramp-time are pytest's
+settings: unset, they come from KVMIO_<NAME> or the ini key kvmio_<name> of the ini file pytest would read here.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from pytest_kvmio.collect.connection import parse_host_spec
 from pytest_kvmio.collect.targets import load_host
-from pytest_kvmio.errors import CommandError
+from pytest_kvmio.errors import CommandError, InputError
 from pytest_kvmio.model.redact import redact_uri
+from pytest_kvmio.options import add_shared
 from pytest_kvmio.perf.ab import (
+    DEFAULT_ROUNDS,
     AbResult,
     AbRunError,
-    AbUsageError,
     attach_runners,
     parse_arm,
     parse_margin,
@@ -33,15 +37,8 @@ from pytest_kvmio.perf.abstats import DEFAULT_MARGIN
 from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.thresholds import ThresholdsError
 from pytest_kvmio.report import abreport
-
-USAGE_EXIT = 4
-DEFAULT_ROUNDS = 6
-
-
-def _usage_error(message: str) -> NoReturn:
-    """Print an argparse error of `kvmio ab` as `ERROR: ...` and exit 4 (argparse's own would exit 2)."""
-    print(f"ERROR: kvmio ab: {message}", file=sys.stderr)
-    raise SystemExit(USAGE_EXIT)
+from pytest_kvmio.runconfig import RunConfig
+from pytest_kvmio.settings import whole_number
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -50,22 +47,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "ab", help="A/B experiment: is B better than A, by how much, and are we sure?",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.error = _usage_error  # type: ignore[method-assign]  # usage errors exit 4 like pytest's, not argparse's 2
-    parser.add_argument("--host", default="local", help="hypervisor, as pytest --host (default: local)")
-    parser.add_argument("--libvirt-uri", default=None, metavar="URI", help="libvirt URI or template, as pytest --libvirt-uri")
-    parser.add_argument("--guest", default=None, metavar="SPEC", help="reach the guest over SSH, as pytest --guest")
+    add_shared(parser.add_argument, ("--host", "--libvirt-uri", "--guest"))
     parser.add_argument("--a", required=True, metavar="ARM", help="the reference: DOMAIN/DISK or DOMAIN/DISK@host")
     parser.add_argument("--b", required=True, metavar="ARM", help="the change: DOMAIN/DISK or DOMAIN/DISK@host")
     parser.add_argument("--profile", required=True, metavar="NAME", help="a fio profile of the thresholds directory")
     parser.add_argument("--rounds", default=str(DEFAULT_ROUNDS), metavar="N",
                         help=f"rounds, each one run of A and one of B (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--fio-runtime", default=None, metavar="S", help="measured seconds per run (default: the profile's)")
-    parser.add_argument("--fio-ramp-time", default=None, metavar="S", help="warm-up seconds per run (default: the profile's)")
+    add_shared(parser.add_argument, ("--fio-runtime", "--fio-ramp-time"))
     parser.add_argument("--margin", default=f"{DEFAULT_MARGIN:.0%}", metavar="PCT",
                         help="differences within ±margin count as the same (default 5%%)")
-    parser.add_argument("--thresholds", default="thresholds", metavar="DIR", help="thresholds directory (profiles.yaml)")
-    parser.add_argument("--scratch-serial", default="kvmio-scratch*", metavar="GLOB",
-                        help="serial glob of disks fio may write to (default kvmio-scratch*)")
+    add_shared(parser.add_argument, ("--thresholds", "--scratch-serial"))
     parser.add_argument("--json", default=None, metavar="PATH", help="write the experiment as JSON")
     parser.add_argument("--alluredir", default=None, metavar="DIR", help="write one Allure result per comparison")
     parser.add_argument("--chart", default=None, metavar="PNG", help="write the chart (matplotlib) to PNG")
@@ -75,22 +66,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _whole(text: str, option: str, least: int) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = least - 1
-    if value < least:
-        raise AbUsageError(f"{option} {text!r}: expected a whole number of at least {least}")
-    return value
+        return whole_number(least)(text)
+    except ValueError as exc:
+        raise InputError(f"{option} {text!r}: {exc}") from None
 
 
 def run_ab(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run `kvmio ab`; usage errors print `ERROR: ...` and return 4 before anything runs."""
+    """Run `kvmio ab`; a usage error (InputError, exit 4) is raised before anything runs."""
     out = out or sys.stdout
     try:
         return _run(args, out)
-    except AbUsageError as exc:
-        print(f"ERROR: kvmio ab: {exc}", file=sys.stderr)
-        return USAGE_EXIT
     except AbRunError as exc:
         raise CommandError(str(exc)) from None
 
@@ -105,28 +90,25 @@ def _progress(out: TextIO) -> Any:
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     a, b = parse_arm(args.a, "--a"), parse_arm(args.b, "--b")
     rounds = _whole(args.rounds, "--rounds", 1)
-    runtime = None if args.fio_runtime is None else _whole(args.fio_runtime, "--fio-runtime", 1)
-    ramp = None if args.fio_ramp_time is None else _whole(args.fio_ramp_time, "--fio-ramp-time", 0)
     try:
         margin = parse_margin(args.margin)
     except ValueError as exc:
-        raise AbUsageError(f"--margin {exc}") from None
+        raise InputError(f"--margin {exc}") from None
+    run = RunConfig.for_command(args)
+    spec = run.one_host("kvmio ab") or parse_host_spec("local")
     try:
-        spec = parse_host_spec(args.host)
-    except ValueError as exc:
-        raise AbUsageError(f"--host {exc}") from None
-    try:
-        profile = load_thresholds(args.thresholds).profile(args.profile).with_timing(runtime=runtime, ramp_time=ramp)
+        profile = load_thresholds(run.thresholds_directory()[0]).profile(args.profile).with_timing(
+            runtime=run.fio_runtime, ramp_time=run.fio_ramp_time)
     except ThresholdsError as exc:
-        raise AbUsageError(f"--profile {args.profile}: {exc}") from None
+        raise InputError(f"--profile {args.profile}: {exc}") from None
     for option in ("json", "chart"):
         path = getattr(args, option)
         if path and not Path(path).resolve().parent.is_dir():
-            raise AbUsageError(f"--{option} {path}: the directory {Path(path).parent} does not exist")
+            raise InputError(f"--{option} {path}: the directory {Path(path).parent} does not exist")
     progress = _progress(out)
-    host = load_host(spec, args.libvirt_uri, lambda line: progress(redact_uri(line)))
-    arm_a, arm_b = plan(host, a, b, profile, args.scratch_serial)
-    attach_runners(arm_a, arm_b, host, guest_spec=args.guest, scratch_pattern=args.scratch_serial, progress=progress)
+    host = load_host(spec, run.libvirt_uri, lambda line: progress(redact_uri(line)))
+    arm_a, arm_b = plan(host, a, b, profile, run.scratch_serial)
+    attach_runners(arm_a, arm_b, host, guest_spec=run.guest, scratch_pattern=run.scratch_serial, progress=progress)
     result = run_experiment(arm_a, arm_b, profile, rounds=rounds, margin=margin, progress=progress)
     _report(result, args, out, host.name)
     return 0

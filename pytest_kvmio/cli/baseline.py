@@ -12,11 +12,9 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
 import re
 import statistics
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import yaml
 
 from pytest_kvmio.errors import CommandError, InputError
+from pytest_kvmio.files.atomic import write_atomically
 from pytest_kvmio.perf.decide import fingerprint_diff, session_noise
 from pytest_kvmio.perf.documents import load_yaml, validate
 from pytest_kvmio.perf.loading import load_thresholds
@@ -374,7 +373,10 @@ def record(
         validate("baselines", output, f"--out {out}")
     except ThresholdsError as exc:  # a bug here, not the user's: say so
         raise CommandError(f"refusing to write an invalid baseline file: {exc}") from None
-    _write_atomically(out, header + yaml.dump(output, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
+    try:
+        write_atomically(out, header + yaml.dump(output, Dumper=_Dumper, sort_keys=False, allow_unicode=True))
+    except OSError as exc:
+        raise CommandError(f"--out {out}: cannot write: {exc}") from None
     count = "1 session" if len(files) == 1 else f"{len(files)} sessions"
     return (
         f"{out}: recorded {added + replaced} entries ({added} new, {replaced} replaced), {len(merged)} in the file; "
@@ -393,20 +395,3 @@ def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
 
 
 _Dumper.add_representer(list, _represent_list)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a crash never leaves half a file."""
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise CommandError(f"--out {path}: cannot write: {exc}") from None

@@ -3,6 +3,10 @@
 Offline, `kvmio fix FILE... --out DIR` writes fixed copies (same names) into DIR. Live, `kvmio fix --host HOST
 --domain GLOB` prints the diffs and commands (a dry run); only `--apply` defines the patched XML, over a read-write
 connection. Exit 0 when every XML-fixable failure is fixed, 1 when some remain (each listed with why), 4 on usage errors.
+
+--host and --libvirt-uri are pytest's settings: unset, they come from KVMIO_HOSTS / KVMIO_LIBVIRT_URI or the ini keys
+kvmio_hosts / kvmio_libvirt_uri of the ini file pytest would read here (a FILE given makes the fix offline all the
+same; a setting that lists several hosts is refused).
 """
 
 from __future__ import annotations
@@ -15,11 +19,7 @@ from typing import Any, TextIO
 
 from lxml import etree
 
-from pytest_kvmio.collect.connection import (
-    HostUnreachable,
-    open_connection,
-    parse_host_spec,
-)
+from pytest_kvmio.collect.connection import HostSpec, HostUnreachable, open_connection
 from pytest_kvmio.collect.facts import HostFacts, assumed_facts
 from pytest_kvmio.collect.targets import load_host
 from pytest_kvmio.errors import CommandError, InputError
@@ -28,6 +28,8 @@ from pytest_kvmio.fix.remedies import OTHER_REMEDIES, XML_REMEDIES
 from pytest_kvmio.model.domain import DomainXMLError
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.model.xmlfiles import xml_files
+from pytest_kvmio.options import add_shared
+from pytest_kvmio.runconfig import RunConfig
 from pytest_kvmio.settings import assumptions
 
 #: libvirt's flags: the inactive (persistent) definition, with its secrets (so defining it back drops none).
@@ -43,9 +45,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--diff", action="store_true", help="print the diff of each changed file")
     parser.add_argument("--rule", action="append", metavar="ID", help="only these rules (repeatable)")
     parser.add_argument("--assume", metavar="FACTS", help="offline host facts, e.g. cpus=16,qemu=7.2")
-    parser.add_argument("--host", metavar="HOST", help="live: the hypervisor (local, hv01, ssh://...)")
+    add_shared(parser.add_argument, ("--host",))
     parser.add_argument("--domain", metavar="GLOB", help="live: the domains to fix")
-    parser.add_argument("--libvirt-uri", metavar="URI", help="live: libvirt URI template (default as for pytest)")
+    add_shared(parser.add_argument, ("--libvirt-uri",))
     parser.add_argument("--apply", action="store_true", help="live: define the patched XML (never by default)")
     parser.set_defaults(func=run_fix)
     return parser
@@ -65,13 +67,18 @@ def run_fix(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Fix files (offline) or a host's domains (live)."""
     out = out or sys.stdout
     rules = _rules(args)
-    if args.host:
-        if args.files or args.assume:
-            raise InputError("--host fixes live domains; FILE and --assume are for offline files: pass one or the other")
+    if args.kvmio_hosts and args.files:
+        raise InputError("--host fixes live domains; FILE and --assume are for offline files: pass one or the other")
+    run = RunConfig.for_command(args, mode="domain_xml" if args.files else "hosts")
+    spec = None if args.files else run.one_host("kvmio fix")
+    if spec is not None:
+        host_source = run.sources["hosts"]
+        if args.assume:
+            raise InputError(f"{host_source} fixes live domains; FILE and --assume are for offline files: pass one or the other")
         if not args.domain:
-            raise InputError("--host needs --domain GLOB (which domains to fix)")
-        return _live(args, rules, out)
-    if args.apply or args.domain or args.libvirt_uri:
+            raise InputError(f"{host_source} needs --domain GLOB (which domains to fix)")
+        return _live(args, spec, run, rules, out)
+    if args.apply or args.domain or args.kvmio_libvirt_uri:
         raise InputError("--apply, --domain and --libvirt-uri need --host")
     if not args.files:
         raise InputError("give domain XML FILEs (with --out DIR), or --host HOST --domain GLOB")
@@ -134,18 +141,14 @@ def _report(result: FixResult, label: str, diff: bool, out: TextIO, applied: boo
     return len(result.left)
 
 
-def _live(args: argparse.Namespace, rules: list[str], out: TextIO) -> int:
-    try:
-        spec = parse_host_spec(args.host)
-    except ValueError as exc:
-        raise InputError(f"--host {args.host!r}: {exc}") from None
-    host = load_host(spec, args.libvirt_uri, lambda msg: print(msg, file=sys.stderr))
+def _live(args: argparse.Namespace, spec: HostSpec, run: RunConfig, rules: list[str], out: TextIO) -> int:
+    host = load_host(spec, run.libvirt_uri, lambda msg: print(msg, file=sys.stderr))
     if host.error:
         raise CommandError(host.error)
     chosen = [d for d in host.domains if fnmatch.fnmatchcase(d.name, args.domain)]
     if not chosen:
         raise InputError(f"--domain {args.domain!r}: matches none of {spec.name}'s domains ({', '.join(d.name for d in host.domains)})")
-    uri = spec.libvirt_uri(args.libvirt_uri)
+    uri = spec.libvirt_uri(run.libvirt_uri)
     conn = host.connection
     if args.apply:
         try:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lxml import etree
@@ -48,9 +48,33 @@ class BlockDevice:
         return self.name.startswith(VIRTUAL_BLOCK_PREFIXES)
 
 
+@dataclass(frozen=True)
+class Assumptions:
+    """Host facts assumed for offline linting and fixing (`--assume kernel=6.1,qemu=7.2,libvirt=9.0,cpus=16`), typed."""
+
+    kernel: Version | None = None
+    qemu: Version | None = None
+    libvirt: Version | None = None
+    io_uring_disabled: int | None = None
+    cpus: int | None = None
+
+    @property
+    def given(self) -> tuple[str, ...]:
+        """Return the names of the facts assumed, sorted."""
+        return tuple(sorted(f.name for f in fields(self) if getattr(self, f.name) is not None))
+
+
+#: What `--assume` may name, in the order its error message lists them.
+ASSUMABLE = tuple(f.name for f in fields(Assumptions))
+
+
 @dataclass
 class HostFacts:
-    """What a hypervisor runs: versions, io_uring switch, block queues, images, domains."""
+    """What a hypervisor runs: versions, io_uring switch, block queues, images, domains.
+
+    `offline` is decided once, by the run's mode, where the facts are made: assumed (`--domain-xml`, `kvmio fix`
+    FILE), read from `--fio-results`, or read from a live host (the only facts that are not offline).
+    """
 
     name: str
     kernel: Version | None = None
@@ -118,17 +142,11 @@ class HostFacts:
         }
 
 
-def assumed_facts(name: str, assumptions: dict[str, str]) -> HostFacts:
-    """Build facts for offline linting from `--assume kernel=6.1,qemu=7.2,libvirt=9.0`."""
-    facts = HostFacts(name=name, offline=True, assumed=tuple(sorted(assumptions)))
-    for key in ("kernel", "qemu", "libvirt"):
-        if key in assumptions:
-            setattr(facts, key, Version.parse(assumptions[key]))
-    if "io_uring_disabled" in assumptions:
-        facts.io_uring_disabled = int(assumptions["io_uring_disabled"])
-    if "cpus" in assumptions:
-        facts.cpu_count = int(assumptions["cpus"])
-    return facts
+def assumed_facts(name: str, assumptions: Assumptions) -> HostFacts:
+    """Build offline facts from `--assume kernel=6.1,qemu=7.2,libvirt=9.0` (settings.assumptions parsed it)."""
+    return HostFacts(name=name, offline=True, assumed=assumptions.given, kernel=assumptions.kernel,
+                     qemu=assumptions.qemu, libvirt=assumptions.libvirt,
+                     io_uring_disabled=assumptions.io_uring_disabled, cpu_count=assumptions.cpus)
 
 
 HOST_SCRIPT = r"""

@@ -46,7 +46,8 @@ class HostTarget:
 
     @property
     def offline(self) -> bool:
-        return self.spec is None
+        """Return True for the offline host of domain XML files or fio results (decided where its facts are made)."""
+        return self.facts.offline
 
     @property
     def stand_in(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import libvirt
 import libvirt_qemu
 
 from pytest_kvmio.errors import CommandError
+from pytest_kvmio.files.atomic import write_atomically
 from pytest_kvmio.lab import (
     accel,
     daemons,
@@ -261,9 +262,7 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
         doc = manifest.build(topology.DOMAINS, offline, xml_paths, _host_cpus(), ssh,
                              accel.accel_name(domain_type), LIBVIRT_URI, guest_ssh=guest_ssh,
                              vhost=vhost.manifest_entries(paths))
-        tmp = paths.manifest.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(paths.manifest)
+        write_atomically(paths.manifest, json.dumps(doc, indent=2) + "\n")
         info.note = str(paths.manifest)
     state.update(accel=accel.accel_name(domain_type), accel_reason=why, guest_key=built.key)
     _save_state(paths, state)

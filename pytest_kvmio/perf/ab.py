@@ -3,7 +3,7 @@
 An arm is `DOMAIN/DISK` (fio in the guest on that disk, with the perf suite's safety: writes only on blank
 scratch disks, read profiles with --readonly) or `DOMAIN/DISK@host` (the same profile run by fio on the
 hypervisor against the disk's backing file or block device, read profiles only, --readonly). Every arm is
-checked before anything runs (`plan`); a bad one raises AbUsageError naming the input and what to fix.
+checked before anything runs (`plan`); a bad one raises InputError naming the input and what to fix.
 Each run records the profile's metrics and a host CPU cost per I/O: the QEMU process's (all threads,
 IOThreads included; for a vhost-user disk also the backend process serving its socket) for a guest arm,
 fio's own for a host arm — not the same quantity, so only guest arms are compared on it.
@@ -22,6 +22,7 @@ from pytest_kvmio.collect.guest_errors import GuestError
 from pytest_kvmio.collect.guestmap import GuestDisk, map_guest_disks
 from pytest_kvmio.collect.hostcpu import HostCpuError, QemuCpu
 from pytest_kvmio.collect.targets import HostTarget
+from pytest_kvmio.errors import InputError
 from pytest_kvmio.model.domain import Disk
 from pytest_kvmio.perf.abstats import DEFAULT_MARGIN, Comparison, balanced_order, compare
 from pytest_kvmio.perf.diskfio import backend_processes
@@ -35,10 +36,8 @@ HOST_SUFFIX = "@host"
 METRICS = ("iops", "bw_bytes", "clat_mean_us", "clat_p99_us", HOST_CPU)
 #: Disk types whose backing source fio can open on the hypervisor.
 HOST_READABLE_TYPES = ("file", "block")
-
-
-class AbUsageError(Exception):
-    """An arm or option that can't make an experiment; raised before anything runs (the CLI exits 4)."""
+#: Rounds of an experiment unless told (`kvmio ab --rounds`, `--kvmio-ab ...,rounds=N`).
+DEFAULT_ROUNDS = 6
 
 
 class AbRunError(Exception):
@@ -60,13 +59,13 @@ class ArmSpec:
 
 
 def parse_arm(text: str, field_name: str = "arm") -> ArmSpec:
-    """Read `DOMAIN/DISK` or `DOMAIN/DISK@host`; AbUsageError names the field and the expected form."""
+    """Read `DOMAIN/DISK` or `DOMAIN/DISK@host`; InputError names the field and the expected form."""
     raw = text.strip()
     on_host = raw.endswith(HOST_SUFFIX)
     body = raw[: -len(HOST_SUFFIX)] if on_host else raw
     domain, sep, disk = body.partition("/")
     if not sep or not domain or not disk or "/" in disk or "@" in body:
-        raise AbUsageError(
+        raise InputError(
             f"{field_name}: {text!r} is not an arm; expected DOMAIN/DISK (fio in the guest on that disk, e.g. "
             "kvmio-lab-ab/vdb) or DOMAIN/DISK@host (fio on the hypervisor on that disk's backing source)"
         )
@@ -150,11 +149,11 @@ def _find_disk(host: HostTarget, spec: ArmSpec, field_name: str) -> Disk:
     domain = next((d for d in host.domains if d.name == spec.domain), None)
     if domain is None:
         names = ", ".join(d.name for d in host.domains) or "none"
-        raise AbUsageError(f"{field_name} {spec.text}: no domain {spec.domain!r} on {host.name} (domains there: {names})")
+        raise InputError(f"{field_name} {spec.text}: no domain {spec.domain!r} on {host.name} (domains there: {names})")
     disk = next((d for d in domain.disks if d.target == spec.disk and d.is_storage), None)
     if disk is None:
         names = ", ".join(d.target for d in domain.disks if d.is_storage) or "none"
-        raise AbUsageError(f"{field_name} {spec.text}: {spec.domain} has no disk {spec.disk!r} (its disks: {names})")
+        raise InputError(f"{field_name} {spec.text}: {spec.domain} has no disk {spec.disk!r} (its disks: {names})")
     return disk
 
 
@@ -163,28 +162,28 @@ def plan(
 ) -> tuple[Arm, Arm]:
     """Resolve both arms on the host and refuse, before anything runs, what must not run."""
     if host.error is not None:
-        raise AbUsageError(f"--host {host.name}: {host.error}")
+        raise InputError(f"--host {host.name}: {host.error}")
     arms = []
     for name, spec in (("a", a), ("b", b)):
         where = f"--{name}"
         disk = _find_disk(host, spec, where)
         if spec.on_host:
             if profile.write:
-                raise AbUsageError(
+                raise InputError(
                     f"{where} {spec.text}: {profile.name} writes ({profile.rw}); fio on the hypervisor runs read "
                     "profiles only, with --readonly, on a disk a guest is using. Use a read profile"
                 )
             if disk.type not in HOST_READABLE_TYPES or not (disk.source_file or disk.source_dev):
-                raise AbUsageError(
+                raise InputError(
                     f"{where} {spec.text}: @host needs a file or block device backing the disk, and this is a "
                     f"{disk.type} disk ({disk.source or 'no source'}); fio on the hypervisor can't open it. "
                     "Compare it in the guest (drop @host)"
                 )
         else:
             if disk.domain.running is False:
-                raise AbUsageError(f"{where} {spec.text}: domain {spec.domain} is not running; start it (virsh start)")
+                raise InputError(f"{where} {spec.text}: domain {spec.domain} is not running; start it (virsh start)")
             if profile.write and not is_scratch_serial(disk.serial, scratch_pattern):
-                raise AbUsageError(
+                raise InputError(
                     f"{where} {spec.text}: {profile.name} writes ({profile.rw}) and the disk's serial "
                     f"{disk.serial!r} does not match the scratch pattern {scratch_pattern!r}; write profiles run "
                     "only on blank scratch disks. Use a read profile or a scratch disk"
@@ -192,7 +191,7 @@ def plan(
         arms.append(Arm(name, spec, disk))
     first, second = arms
     if profile.write and (first.disk.id == second.disk.id or (first.disk.source and first.disk.source == second.disk.source)):
-        raise AbUsageError(
+        raise InputError(
             f"--a {a.text} and --b {b.text}: {profile.name} writes, and both arms write the same scratch disk "
             f"({first.disk.source or first.disk.id}); each arm needs its own scratch disk for a write profile"
         )
@@ -235,10 +234,10 @@ class GuestArmRunner:
         found = mapping.get(disk.target)
         if not isinstance(found, GuestDisk):
             why = found.reason if found is not None else "not probed"
-            raise AbUsageError(f"--{self.arm.name} {self.arm.label}: cannot find the disk in the guest: {why}")
+            raise InputError(f"--{self.arm.name} {self.arm.label}: cannot find the disk in the guest: {why}")
         self.arm.device = found.device
         if disk.is_vhost_user and not self.cpu.backends:
-            raise AbUsageError(
+            raise InputError(
                 f"--{self.arm.name} {self.arm.label}: no process serves vhost-user socket {disk.source_path} on "
                 f"{self.host.name}, so its I/O cost can't be counted; start the backend (or read facts as root)"
             )
@@ -252,7 +251,7 @@ class GuestArmRunner:
             else:
                 self.arm.notes.append("not a scratch disk: not pre-filled, read with --readonly")
         except ScratchRefused as exc:
-            raise AbUsageError(f"--{self.arm.name} {self.arm.label}: {exc}") from None
+            raise InputError(f"--{self.arm.name} {self.arm.label}: {exc}") from None
         except GuestError as exc:
             raise AbRunError(f"{self.arm.label}: guest unreachable: {exc}") from None
 
@@ -264,7 +263,7 @@ class GuestArmRunner:
         try:
             self.fio.prefill()  # checks the content again: refuses before writing anything
         except ScratchRefused as exc:
-            raise AbUsageError(f"--{self.arm.name} {self.arm.label}: {exc}") from None
+            raise InputError(f"--{self.arm.name} {self.arm.label}: {exc}") from None
         except (FioRunError, GuestError) as exc:
             raise AbRunError(f"{self.arm.label}: pre-fill failed: {exc}") from None
 
@@ -279,7 +278,7 @@ class GuestArmRunner:
         except (FioRunError, GuestError, HostCpuError, FioError) as exc:
             raise AbRunError(f"{self.arm.label}: {exc}") from None
         except ScratchRefused as exc:
-            raise AbUsageError(f"--{self.arm.name} {self.arm.label}: {exc}") from None
+            raise InputError(f"--{self.arm.name} {self.arm.label}: {exc}") from None
         return RunSample(metrics, host_cpu_us_per_io(spent, metrics, profile.ramp_time), out.seconds)
 
 
@@ -315,7 +314,7 @@ class HostArmRunner:
         if check.rc != 0:
             missing = self.host.testinfra_host.run(f"test -e {quoted}").rc != 0
             what = f"{self.source} does not exist on {self.host.name}" if missing else f"fio is not installed on {self.host.name}"
-            raise AbUsageError(f"--{self.arm.name} {self.arm.label}: {what}")
+            raise InputError(f"--{self.arm.name} {self.arm.label}: {what}")
         if self.arm.disk.format not in (None, "raw"):
             self.arm.notes.append(f"{self.arm.disk.format} image: fio reads the container file, not the guest's view")
 

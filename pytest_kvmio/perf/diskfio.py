@@ -37,7 +37,7 @@ from pytest_kvmio.perf.thresholds import (
     StorageClass,
     ThresholdsError,
 )
-from pytest_kvmio.settings import setting
+from pytest_kvmio.runconfig import run_config
 
 def backend_processes(disk: Any) -> dict[int, str]:
     """Return the processes serving a vhost-user disk's socket (pid -> what it is), read with the host facts."""
@@ -58,10 +58,10 @@ class DiskFio:
         self.disk = target.disk
         self.perf = state(request.config)
         self.thresholds = self.perf.thresholds
-        self.offline_dir: str | None = request.config.getoption("kvmio_fio_results", None)
+        run = run_config(request.config)
+        self.offline_dir: str | None = run.fio_results
         self.storage_class: StorageClass | None = self.thresholds.class_for(self.disk.id, self.disk.serial)
-        pattern = setting(request.config, "scratch_serial")[0]
-        self.scratch_pattern = str(pattern)
+        self.scratch_pattern = run.scratch_serial
 
     @property
     def offline(self) -> bool:

@@ -6,17 +6,15 @@ document (schema), say what was expected and what was found.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from pytest_kvmio.model.yamlsafe import load_text
+from pytest_kvmio.files.yamldoc import YamlFileError, read_yaml, schema_errors
 from pytest_kvmio.perf.thresholds import ThresholdsError, renamed_metric
 
 # --- YAML and schema validation -------------------------------------------------------------
@@ -26,27 +24,20 @@ def load_yaml(path: Path | str, label: str | None = None) -> Any:
     """Parse one YAML file; raise ThresholdsError with line and column on bad syntax or duplicate keys."""
     name = label or str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ThresholdsError(f"{name}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ThresholdsError(f"{name}: cannot read: {exc}") from None
-    try:
-        return load_text(text)  # safe tags only, duplicate keys refused, aliases bounded
-    except yaml.MarkedYAMLError as exc:
+        return read_yaml(path)  # safe tags only, duplicate keys refused, aliases bounded
+    except YamlFileError as error:
+        exc = error.cause
+    if isinstance(exc, FileNotFoundError):
+        raise ThresholdsError(f"{name}: file not found")
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context and exc.context != problem else ""
-        raise ThresholdsError(f"{where}: YAML error: {problem}{context}") from None
-    except yaml.YAMLError as exc:
-        raise ThresholdsError(f"{name}: YAML error: {exc}") from None
-
-
-def _schema(kind: str) -> dict[str, Any]:
-    text = resources.files("pytest_kvmio").joinpath("schemas", f"{kind}.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+        raise ThresholdsError(f"{where}: YAML error: {problem}{context}")
+    if isinstance(exc, yaml.YAMLError):
+        raise ThresholdsError(f"{name}: YAML error: {exc}")
+    raise ThresholdsError(f"{name}: cannot read: {exc}")
 
 
 def validate(kind: str, document: Any, label: str) -> None:
@@ -55,8 +46,7 @@ def validate(kind: str, document: Any, label: str) -> None:
     if found is not None:  # YAML's .nan and .inf pass a schema's "number" and would make every comparison false
         path, value = found
         raise ThresholdsError(f"{label}: {format_path(path)}: expected a finite number, got {value}")
-    validator = jsonschema.Draft202012Validator(_schema(kind))
-    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = schema_errors(kind, document)
     if errors:
         raise ThresholdsError("\n".join(f"{label}: {_describe(e)}" for e in errors[:20]))
 

@@ -22,11 +22,12 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+from pytest_kvmio.files.yamldoc import schema as schema_of
 
 DIRECTIONS = ("read", "write", "trim", "mixed")
 
@@ -269,8 +270,7 @@ def _decode_error(
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
     """Return the validator of the fio schema shipped with the package."""
-    text = resources.files("pytest_kvmio").joinpath("schemas/fio.schema.json").read_text()
-    schema = json.loads(text)
+    schema = schema_of("fio")
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)

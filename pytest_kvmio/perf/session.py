@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
+from pytest_kvmio.files.atomic import write_atomically
 from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.results import HOST_FIELDS, PerfResult
 from pytest_kvmio.perf.thresholds import Profile, Thresholds, ThresholdsError
-from pytest_kvmio.settings import setting
+from pytest_kvmio.runconfig import run_config
 
 # --- session state --------------------------------------------------------------------------
 
@@ -33,8 +33,8 @@ class PerfState:
 
     def repeat(self, profile: Profile) -> int:
         """Return the runs per profile: --fio-repeat > KVMIO_FIO_REPEAT > ini > profiles.yaml (validated in settings)."""
-        value, _ = setting(self.config, "fio_repeat")
-        return profile.repeat if value is None else int(value)
+        value = run_config(self.config).fio_repeat
+        return profile.repeat if value is None else value
 
     def progress(self, line: str) -> None:
         """Write a progress line to the terminal (fio runs are long)."""
@@ -58,34 +58,20 @@ class PerfState:
             "fingerprint": {k: host.get(k) for k in HOST_FIELDS},
             "results": [r.as_result() for r in sorted(done, key=lambda r: (r.target, r.profile))],
         }
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(target)
+        write_atomically(path, json.dumps(document, indent=2) + "\n")
         return len(done)
 
 PERF = pytest.StashKey[PerfState]()
 
 def _load(config: pytest.Config) -> Thresholds:
-
-    value, source = setting(config, "thresholds")
-    if value is None:
-        candidates = [Path(config.rootpath) / "thresholds", Path.cwd() / "thresholds"]
-        directory = next((c for c in candidates if c.is_dir()), candidates[0])
-        source = "default thresholds/"
-    else:
-        directory = Path(str(value))
-        if not directory.is_absolute() and not directory.exists():
-            directory = Path(config.rootpath) / directory
+    run = run_config(config)
+    directory, source = run.thresholds_directory()
     try:
         thresholds = load_thresholds(directory)
     except ThresholdsError as exc:
         raise pytest.UsageError(f"{source}: {exc}") from None
-    runtime = setting(config, "fio_runtime")[0]
-    ramp = setting(config, "fio_ramp_time")[0]
-    if runtime is not None or ramp is not None:
-        thresholds = thresholds.with_timing(runtime=runtime, ramp_time=ramp)
+    if run.fio_runtime is not None or run.fio_ramp_time is not None:
+        thresholds = thresholds.with_timing(runtime=run.fio_runtime, ramp_time=run.fio_ramp_time)
     return thresholds
 
 def state(config: pytest.Config) -> PerfState:
@@ -99,16 +85,17 @@ class PerfPlugin:
     """Hooks of the perf half: thresholds validated before collection, the results file at the end of the session."""
 
     def __init__(self, config: pytest.Config) -> None:
-        self.config = config  # option conflicts (--fio-results with --host/--domain-xml): settings.check_conflicts
+        self.config = config  # option conflicts (--fio-results with --host/--domain-xml): runconfig decides the mode
 
     def pytest_collection(self, session: pytest.Session) -> None:
         """Read explicitly named thresholds before collecting, so a bad file is a usage error (exit 4)."""
 
-        if setting(self.config, "thresholds")[0] is not None or self.config.getoption("kvmio_fio_results", None):
+        run = run_config(self.config)
+        if run.thresholds is not None or run.fio_results:
             state(self.config).thresholds  # noqa: B018 - loads and validates
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        path = self.config.getoption("kvmio_perf_results", None)
+        path = run_config(self.config).perf_results
         perf = self.config.stash.get(PERF, None)
         if path and perf is not None:
             count = perf.write_results(path)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.settings import setting
+from pytest_kvmio.runconfig import run_config
 
 #: Order in which counts appear in the ticket line.
 SHOWN = ("failed", "error", "inconclusive", "waived", "passed", "skipped", "xfailed", "xpassed")
@@ -96,4 +96,4 @@ def describe_hosts(hosts: list[dict[str, Any]]) -> str:
 
 def fail_inconclusive(config: pytest.Config) -> bool:
     """Resolve --kvmio-fail-inconclusive (CLI > KVMIO_FAIL_INCONCLUSIVE); a bad value is a usage error naming it."""
-    return bool(setting(config, "fail_inconclusive")[0])
+    return run_config(config).fail_inconclusive

@@ -26,6 +26,7 @@ from pytest_kvmio.report.gate import (
 )
 from pytest_kvmio.report.record import Enricher, forced_outcome, write_json
 from pytest_kvmio.report.waivers import WaiverPlugin, resolve
+from pytest_kvmio.runconfig import run_config
 from pytest_kvmio.state import STATE
 
 STATUS = {
@@ -117,7 +118,7 @@ class ReportingPlugin:
         if self.waivers is not None:
             s = self.waivers.summary()
             waivers = ", ".join(f"{len(s[k])} {k}" for k in ("applied", "expired", "unmatched"))
-        return self.gate.line(hosts, self.config.getoption("kvmio_json", None), waivers)
+        return self.gate.line(hosts, run_config(self.config).json_path, waivers)
 
     def _write(self, line: str, **markup: bool) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -127,7 +128,7 @@ class ReportingPlugin:
     def _write_json(self) -> None:
         """Write the JSON summary once, at the end: verdicts, hosts, the gate and the waivers."""
 
-        path = self.config.getoption("kvmio_json", None)
+        path = run_config(self.config).json_path
         state = self.config.stash.get(STATE, None)
         if not path or state is None:
             return

@@ -13,6 +13,7 @@ from typing import Any, Final, TypedDict, cast
 import pytest
 
 from pytest_kvmio import __version__
+from pytest_kvmio.files.atomic import write_atomically
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "inconclusive", "waived")
 #: Column of the rules table and key of the JSON summary for targets a rule does not concern (no item).
@@ -233,11 +234,7 @@ def write_json(
         ],
         **extra,
     }
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(target)
+    write_atomically(path, json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def format_table(verdicts: list[Verdict], not_applicable: Mapping[str, int] | None = None) -> list[str]:

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_kvmio.catalogue import rule_of
-from pytest_kvmio.model.yamlsafe import load_text
+from pytest_kvmio.files.yamldoc import YamlFileError, read_yaml, schema_errors
 from pytest_kvmio.report.record import (
     REC_OUTCOME,
     REC_WAIVER,
@@ -31,7 +29,7 @@ from pytest_kvmio.report.record import (
     item_record,
     message_of,
 )
-from pytest_kvmio.settings import setting
+from pytest_kvmio.runconfig import run_config
 
 WAIVED = "waived"
 
@@ -89,28 +87,21 @@ def _dates_to_text(document: Any) -> Any:
 
 def load_waivers(path: str | Path, source: str = "--waivers") -> list[Waiver]:
     """Read and validate a waivers file; any problem is a UsageError naming the file and the path in it."""
-    import jsonschema
-    import yaml
-
     label = f"{source}: {path}"
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise pytest.UsageError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    try:
-        document = load_text(text)  # dates stay text: an impossible one is reported below, with its entry
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        document = read_yaml(path)  # dates stay text: an impossible one is reported below, with its entry
+    except YamlFileError as exc:
+        cause = exc.cause
+        if isinstance(cause, (OSError, UnicodeError)):
+            raise pytest.UsageError(f"{label}: cannot read: {getattr(cause, 'strerror', None) or cause}") from None
+        mark = getattr(cause, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(cause, "problem", None) or str(cause)
         raise pytest.UsageError(f"{label}: not valid YAML{where}: {problem}") from None
     if document is None:
         document = []
     document = _dates_to_text(document)
-    schema = json.loads(resources.files("pytest_kvmio").joinpath("schemas", "waivers.schema.json").read_text("utf-8"))
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]
-    )
+    errors = schema_errors("waivers", document)
     if errors:
         error = errors[0]
         raise pytest.UsageError(
@@ -206,7 +197,8 @@ class WaiverPlugin(Enricher):
 
 def resolve(config: pytest.Config) -> WaiverPlugin | None:
     """Load the waivers named by --waivers (or KVMIO_WAIVERS); None when there are none."""
-    value, source = setting(config, "waivers")
+    run = run_config(config)
+    value, source = run.waivers, run.sources["waivers"]
     if not value:
         return None
     path = str(value)
