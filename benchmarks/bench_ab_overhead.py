@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pytest_kvmio.collect.guest import agent_host
+from pytest_kvmio.facts.guest import agent_host
 from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.runner import fio_command
 

@@ -15,8 +15,8 @@ import time
 
 import testinfra
 
-from pytest_kvmio.collect.guest import agent_host
-from pytest_kvmio.collect.hostcpu import QemuCpu
+from pytest_kvmio.facts.guest import agent_host
+from pytest_kvmio.facts.hostcpu import QemuCpu
 from pytest_kvmio.perf.decide import decide_limit
 from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.results import host_cpu_us_per_io, metrics_of

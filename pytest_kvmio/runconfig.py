@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import pytest
 
-from pytest_kvmio.collect.connection import HostSpec
-from pytest_kvmio.collect.facts import Assumptions
 from pytest_kvmio.errors import InputError
+from pytest_kvmio.facts.connection import HostSpec
+from pytest_kvmio.facts.host import Assumptions
 from pytest_kvmio.files.inifile import IniFile, find_inifile
 from pytest_kvmio.settings import DEFAULTS, SETTINGS, resolve, setting
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.connection import HostSpec, parse_host_spec
-from pytest_kvmio.collect.facts import ASSUMABLE, Assumptions
 from pytest_kvmio.errors import InputError
+from pytest_kvmio.facts.connection import HostSpec, parse_host_spec
+from pytest_kvmio.facts.host import ASSUMABLE, Assumptions
 from pytest_kvmio.model.versions import Version
 
 _TRUE, _FALSE = ("1", "yes", "true", "on"), ("", "0", "no", "false", "off")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.targets import HostTarget
-from pytest_kvmio.report.record import Enricher, VerdictCollector
+from pytest_kvmio.facts.targets import HostTarget
 from pytest_kvmio.runconfig import run_config
+from pytest_kvmio.verdict.record import Enricher, VerdictCollector
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio import absuite as ab
+from pytest_kvmio.plugin import absuite as ab
 
 pytestmark = pytest.mark.perf
 

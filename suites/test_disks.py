@@ -1,6 +1,6 @@
 """Disk rules: how each virtual disk reaches its storage (AIO mode, cache, allocation, queues).
 
-Where each rule applies is declared in the catalogue (pytest_kvmio/catalogue.py): a disk the rule does
+Where each rule applies is declared in the catalogue (pytest_kvmio/verdict/catalogue.py): a disk the rule does
 not concern (io is not native, a vhost-user disk, a bus without IOThreads) gets no item at all.
 """
 

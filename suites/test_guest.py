@@ -6,8 +6,8 @@ import shlex
 
 import pytest
 
-from pytest_kvmio.collect.guestmap import irq_delta, read_irq_counts
 from pytest_kvmio.errors import CouldNotJudge
+from pytest_kvmio.facts.guestmap import irq_delta, read_irq_counts
 from pytest_kvmio.model.domain import configured_queues, default_queues
 
 #: Load lengths tried in turn until the interrupts answer the question; a busy host can starve a vCPU.

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio import perfsuite as perf
 from pytest_kvmio.perf.decide import (
     DEFAULT_MAX_SPREAD,
     decide_baseline,
     decide_limit,
     format_value,
 )
+from pytest_kvmio.plugin import perfsuite as perf
 from pytest_kvmio.state import parametrize_with_targets
 
 pytestmark = pytest.mark.perf

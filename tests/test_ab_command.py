@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_kvmio.absuite import parse_spec
-from pytest_kvmio.collect.facts import HostFacts
-from pytest_kvmio.collect.targets import HostTarget
 from pytest_kvmio.errors import InputError
+from pytest_kvmio.facts.host import HostFacts
+from pytest_kvmio.facts.targets import HostTarget
 from pytest_kvmio.model.domain import parse_domain
 from pytest_kvmio.perf.ab import (
     HOST_CPU,
@@ -30,6 +29,7 @@ from pytest_kvmio.perf.ab import (
 from pytest_kvmio.perf.abstats import balanced_order, compare, more_rounds, verdict_of
 from pytest_kvmio.perf.fio import FioMetrics
 from pytest_kvmio.perf.thresholds import Profile
+from pytest_kvmio.plugin.absuite import parse_spec
 from pytest_kvmio.report import abreport
 from tests.conftest import SUITES, kvmio, write_domain
 

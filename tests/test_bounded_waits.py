@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.connection import (
+from pytest_kvmio.facts.connection import (
     HostUnreachable,
     libvirt_module,
     open_connection,

@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from pytest_kvmio.catalogue import RULES, lookup
+from pytest_kvmio.verdict.catalogue import RULES, lookup
 from tests.conftest import REPO, SUITES, kvmio
 
 ROW = re.compile(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pytest_kvmio.report.cpucost import by_io_mode, cpu_costs, format_table
-from pytest_kvmio.report.record import Verdict
+from pytest_kvmio.verdict.record import Verdict
 
 
 def _verdict(target: str, io: str, profile: str, median: float | None, rule: str = "perf-host-cpu") -> Verdict:

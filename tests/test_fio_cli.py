@@ -145,7 +145,7 @@ def test_show_needs_a_file() -> None:
 def test_kvmio_main_runs_fio_show(capsys: pytest.CaptureFixture[str]) -> None:
     """Through the real `kvmio` entry point, once every subcommand module exists."""
     cli = pytest.importorskip("pytest_kvmio.cli")
-    pytest.importorskip("pytest_kvmio.lab.cli")
+    pytest.importorskip("pytest_kvmio.cli.lab")
     pytest.importorskip("pytest_kvmio.cli.baseline")
     assert cli.main(["fio", "show", str(DATA / "randread-iouring-qd8.json")]) == 0
     assert "34,805" in capsys.readouterr().out

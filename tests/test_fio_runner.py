@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_kvmio.collect.hostcpu import CpuSample, parse_sample, parse_stat
+from pytest_kvmio.facts.hostcpu import CpuSample, parse_sample, parse_stat
 from pytest_kvmio.perf.runner import (
     PROBE_BYTES,
     DeviceProbe,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from pytest_kvmio.collect.facts import HostFacts
+from pytest_kvmio.facts.host import HostFacts
 from pytest_kvmio.fix.patch import fix_domain, parse_root, verdict_fix
 from pytest_kvmio.fix.remedies import offline_target, remedies
 from pytest_kvmio.model.domain import ImageFacts, parse_domain
@@ -226,8 +226,8 @@ def test_allure_attaches_the_fix_diff(pytester: pytest.Pytester) -> None:
 
 
 def test_every_catalogue_rule_has_its_kind_of_fix() -> None:
-    from pytest_kvmio.catalogue import RULES
     from pytest_kvmio.fix.remedies import OTHER_REMEDIES, XML_REMEDIES
+    from pytest_kvmio.verdict.catalogue import RULES
 
     assert {r.id for r in RULES if r.fix == "xml"} == set(XML_REMEDIES)
     assert {r.id for r in RULES if r.fix in ("host", "guest")} == set(OTHER_REMEDIES)

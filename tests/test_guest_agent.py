@@ -15,10 +15,10 @@ from typing import Any
 import libvirt
 import pytest
 
-from pytest_kvmio.collect import agent as agent_mod
-from pytest_kvmio.collect import guest as g
-from pytest_kvmio.collect import guest_errors as errors
-from pytest_kvmio.collect.guestmap import (
+from pytest_kvmio.facts import agent as agent_mod
+from pytest_kvmio.facts import guest as g
+from pytest_kvmio.facts import guest_errors as errors
+from pytest_kvmio.facts.guestmap import (
     DiskRef,
     GuestDisk,
     Unmapped,
@@ -508,7 +508,7 @@ def test_lab_interrupts_blk_and_scsi_request_queues():
 def test_ssh_style_guest_commands_are_bounded_and_quoted() -> None:
     import testinfra.backend
 
-    from pytest_kvmio.collect.guest import TimedHost
+    from pytest_kvmio.facts.guest import TimedHost
 
     # local:// stands in for the SSH backend: both run a shell command line without a timeout of their own.
     host = TimedHost(testinfra.backend.get_backend("local://"), command_timeout=1)

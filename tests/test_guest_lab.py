@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.guest import GuestHost, agent_host, guest_host
-from pytest_kvmio.collect.guest_errors import (
+from pytest_kvmio.facts.guest import GuestHost, agent_host, guest_host
+from pytest_kvmio.facts.guest_errors import (
     NOT_RUNNING,
     GuestCommandTimeout,
     GuestUnavailable,
 )
-from pytest_kvmio.collect.guestmap import (
+from pytest_kvmio.facts.guestmap import (
     DiskRef,
     GuestDisk,
     irq_delta,

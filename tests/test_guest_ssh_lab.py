@@ -59,7 +59,7 @@ def _ssh_host(spec: str) -> Any:
 
 
 def _agent_host(dom: Any) -> Any:
-    from pytest_kvmio.collect.guest import agent_host
+    from pytest_kvmio.facts.guest import agent_host
 
     return agent_host(dom)
 
@@ -108,7 +108,7 @@ def test_guest_accepts_public_keys_only(lab: dict[str, Any]) -> None:
 
 
 def test_same_guest_disk_mapping_over_agent_and_ssh(ssh_spec: str, good_dom: Any) -> None:
-    from pytest_kvmio.collect.guestmap import GuestDisk, map_guest_disks
+    from pytest_kvmio.facts.guestmap import GuestDisk, map_guest_disks
     from pytest_kvmio.model.domain import parse_domain
 
     disks = [d for d in parse_domain(good_dom.XMLDesc(0), source=GOOD, host="local").disks if d.is_storage]

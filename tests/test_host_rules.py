@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from pytest_kvmio.collect.facts import HostFacts, parse_host_output
+from pytest_kvmio.facts.host import HostFacts, parse_host_output
 from tests.conftest import SUITES
 
 OLD_HOST = """kernel=4.19.0-25-amd64
@@ -35,7 +35,7 @@ blockdev=dm-0 0 none
 CONFTEST = """
 import json
 import pytest
-from pytest_kvmio.collect.facts import HostFacts, parse_host_output
+from pytest_kvmio.facts.host import HostFacts, parse_host_output
 from pytest_kvmio.model.versions import Version
 
 SPEC = json.loads({spec!r})

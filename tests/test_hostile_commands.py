@@ -16,10 +16,10 @@ from xml.sax.saxutils import quoteattr
 import pytest
 import testinfra
 
-from pytest_kvmio.collect import hostcpu
-from pytest_kvmio.collect.facts import COMMAND_TIMEOUT, HostFacts, collect_host_facts, host_script, parse_host_output
-from pytest_kvmio.collect.guest import TimedHost
-from pytest_kvmio.collect.guestmap import read_irq_counts
+from pytest_kvmio.facts import hostcpu
+from pytest_kvmio.facts.guest import TimedHost
+from pytest_kvmio.facts.guestmap import read_irq_counts
+from pytest_kvmio.facts.host import COMMAND_TIMEOUT, HostFacts, collect_host_facts, host_script, parse_host_output
 from pytest_kvmio.model.versions import Version
 from pytest_kvmio.perf.ab import host_fio_command
 from pytest_kvmio.perf.runner import GuestFio, fio_command, prefill_command

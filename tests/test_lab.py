@@ -10,7 +10,8 @@ import libvirt
 import pytest
 from lxml import etree
 
-from pytest_kvmio.lab import cli, manifest, topology, xmlgen
+from pytest_kvmio.cli import lab as cli
+from pytest_kvmio.lab import manifest, topology, xmlgen
 from pytest_kvmio.lab.topology import DiskSpec, DomainSpec, ImageSpec, ScsiController
 
 BOOT = xmlgen.GuestBoot(Path("/cache/vmlinuz"), Path("/cache/initrd.gz"), "qemu")

@@ -20,29 +20,21 @@ LAYERS = {
     "pytest_kvmio": 0,  # __init__: the version only
     "pytest_kvmio.errors": 0,
     "pytest_kvmio.files": 0,  # reading and writing kvmio's files: atomic writes, YAML against a schema, the ini file
-    "pytest_kvmio.model": 0,
-    "pytest_kvmio.collect": 1,
+    "pytest_kvmio.model": 0,  # what the XML says
+    "pytest_kvmio.facts": 1,  # what the hosts say
     "pytest_kvmio.settings": 2,
     "pytest_kvmio.runconfig": 2,  # the settings of a run, resolved once, and its mode
     "pytest_kvmio.perf": 3,
-    "pytest_kvmio.catalogue": 4,
+    "pytest_kvmio.verdict": 4,  # what a rule is (catalogue) and what a verdict is (record)
     "pytest_kvmio.fix": 4,  # remedies per rule: the catalogue's applicability, the model and host facts
-    "pytest_kvmio.report.record": 5,
     "pytest_kvmio.state": 6,
     "pytest_kvmio.report": 7,
-    "pytest_kvmio.plugin": 8,
-    "pytest_kvmio.fixtures": 8,
-    "pytest_kvmio.markers": 8,
-    "pytest_kvmio.xdist_groups": 8,
-    "pytest_kvmio.xmlproblems": 8,
-    "pytest_kvmio.options": 8,
-    "pytest_kvmio.perfsuite": 8,
-    "pytest_kvmio.absuite": 8,
-    "pytest_kvmio.cli": 9,
-    "pytest_kvmio.lab": 9,
+    "pytest_kvmio.plugin": 8,  # pytest's glue: hooks, fixtures, markers, options, xdist groups, perf and A/B suites
     # suites/, installed as pytest_kvmio.suites: pytest runs the rules; kvmio lint imports only the (docstring) package
     # to find them, so it counts as the bottom layer (its rule modules, outside pytest_kvmio/, are not checked here).
     "pytest_kvmio.suites": 0,
+    "pytest_kvmio.cli": 9,
+    "pytest_kvmio.lab": 9,
 }
 
 

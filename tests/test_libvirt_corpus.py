@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pytest_kvmio.catalogue import lookup
+from pytest_kvmio.verdict.catalogue import lookup
 from tests.conftest import DATA, SUITES
 
 CORPUS = DATA / "libvirt-qemuxml"

@@ -20,7 +20,7 @@ import pytest
 
 from pytest_kvmio.cli import build_parser
 from pytest_kvmio.cli.lint import pytest_args
-from pytest_kvmio.report import record
+from pytest_kvmio.verdict import record
 from tests.conftest import DATA, REPO, SUITES
 
 ASSUME = "kernel=6.1,qemu=7.2,libvirt=9.0"
@@ -130,7 +130,7 @@ def _call_raising(exc: BaseException, filename: str) -> pytest.CallInfo[Any]:
     ("suites/test_disks.py", AssertionError("rule"), True),  # the suites installed in the package: verdicts
     ("elsewhere/test_own_rule.py", AssertionError("rule"), True),  # a project's own rule
     ("model/domain.py", AssertionError("bug"), False),  # kvmio's own code: could not judge
-    ("report/plugin.py", AssertionError("bug"), False),
+    ("report/summary.py", AssertionError("bug"), False),
     ("suites/test_disks.py", RuntimeError("libvirt"), False),
 ])
 def test_assertions_in_the_shipped_suites_are_rule_failures_and_in_kvmios_own_code_errors(

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_kvmio.catalogue import RULES, Rule
-from pytest_kvmio.collect.facts import HostFacts, assumed_facts
-from pytest_kvmio.collect.targets import OFFLINE_HOST, HostTarget, Target, iter_targets
+from pytest_kvmio.facts.host import HostFacts, assumed_facts
+from pytest_kvmio.facts.targets import OFFLINE_HOST, HostTarget, Target, iter_targets
 from pytest_kvmio.fix.remedies import offline_target, remedies
 from pytest_kvmio.model.domain import parse_domain
 from pytest_kvmio.model.vhost import BackendProcess, VhostBackend
 from pytest_kvmio.model.xmlfiles import load_xml_files
 from pytest_kvmio.settings import assumptions
+from pytest_kvmio.verdict.catalogue import RULES, Rule
 from tests.conftest import DATA, REPO, SUITES
 from tests.test_vhost_user_disks import SOCK, _suite, domain_xml
 

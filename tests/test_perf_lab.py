@@ -182,8 +182,8 @@ def test_write_profile_on_a_disk_with_a_filesystem_is_refused_and_content_unchan
         import libvirt
 
         libvirt.registerErrorHandler(lambda *a: None, None)
-        from pytest_kvmio.collect.guest import agent_host
-        from pytest_kvmio.collect.guest_errors import GuestUnavailable
+        from pytest_kvmio.facts.guest import agent_host
+        from pytest_kvmio.facts.guest_errors import GuestUnavailable
         from pytest_kvmio.perf.loading import load_thresholds
         from pytest_kvmio.perf.runner import GuestFio, ScratchRefused
 

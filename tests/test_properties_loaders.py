@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA
 from pytest_kvmio.cli.baseline import record
-from pytest_kvmio.collect.connection import parse_host_spec
 from pytest_kvmio.errors import CommandError
+from pytest_kvmio.facts.connection import parse_host_spec
 from pytest_kvmio.model.yamlsafe import load_text
 from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.thresholds import ThresholdsError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_kvmio.collect.facts import Assumptions, assumed_facts
+from pytest_kvmio.facts.host import Assumptions, assumed_facts
 from pytest_kvmio.files.inifile import find_inifile
 from pytest_kvmio.model.versions import Version
 from pytest_kvmio.runconfig import run_config

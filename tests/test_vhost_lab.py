@@ -15,8 +15,8 @@ from typing import Any
 import libvirt
 import pytest
 
-from pytest_kvmio.collect.guest import guest_host
-from pytest_kvmio.collect.guestmap import GuestDisk, map_guest_disks
+from pytest_kvmio.facts.guest import guest_host
+from pytest_kvmio.facts.guestmap import GuestDisk, map_guest_disks
 from pytest_kvmio.lab import vhost
 from pytest_kvmio.lab.paths import LabPaths
 from pytest_kvmio.model.domain import parse_domain

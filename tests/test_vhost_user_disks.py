@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.facts import HostFacts, host_script, parse_host_output
-from pytest_kvmio.collect.guestmap import (
+from pytest_kvmio.errors import CouldNotJudge
+from pytest_kvmio.facts.guestmap import (
     DiskRef,
     GuestDisk,
     Unmapped,
     map_disks,
     parse_probe,
 )
-from pytest_kvmio.collect.hostcpu import CpuSample, QemuCpu, parse_sample, sample_script
-from pytest_kvmio.errors import CouldNotJudge
+from pytest_kvmio.facts.host import HostFacts, host_script, parse_host_output
+from pytest_kvmio.facts.hostcpu import CpuSample, QemuCpu, parse_sample, sample_script
 from pytest_kvmio.model.domain import parse_domain
 from pytest_kvmio.model.vhost import (
     BackendProcess,
@@ -297,7 +297,7 @@ def test_spdk_backend_needs_hugepages_live() -> None:
 
 def test_host_cpu_rows_say_which_processes_were_counted() -> None:
     from pytest_kvmio.report.cpucost import cpu_costs, format_table
-    from pytest_kvmio.report.record import Verdict
+    from pytest_kvmio.verdict.record import Verdict
 
     perf = {"profile": "randread-4k-qd1", "median": 120.0, "io_mode": "vhost-user",
             "counted": ["QEMU pid 1 (domain d)", "qemu-storage-daemon pid 2 (serves /s)"]}
@@ -322,7 +322,7 @@ def test_an_ab_arm_on_a_vhost_user_disk_names_its_socket_not_io_or_cache() -> No
 
 def test_the_perf_suite_counts_the_processes_serving_a_vhost_user_disk_only() -> None:
     from pytest_kvmio.perf.diskfio import backend_processes
-    from pytest_kvmio.perfsuite import io_path
+    from pytest_kvmio.plugin.perfsuite import io_path
 
     disk = _live(vhost_disk(), VhostBackend(SOCK, True, listeners=(QSD,)))
     assert backend_processes(disk) == {42: f"qemu-storage-daemon pid 42 (serves {SOCK})"}

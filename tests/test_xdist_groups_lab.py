@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.xdist_groups import GROUP_PREFIX
+from pytest_kvmio.plugin.xdist_groups import GROUP_PREFIX
 from tests.conftest import SUITES
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # Imported here, not at the top: the lab needs libvirt-python, which the other commands don't.
-    from pytest_kvmio.lab import cli as lab_cli
+    from pytest_kvmio.cli import lab as lab_cli
 
     lab_cli.add_parser(sub)
     fio_cli.add_parser(sub)

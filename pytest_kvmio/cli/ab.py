@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from pytest_kvmio.collect.connection import parse_host_spec
-from pytest_kvmio.collect.targets import load_host
 from pytest_kvmio.errors import CommandError, InputError
+from pytest_kvmio.facts.connection import parse_host_spec
+from pytest_kvmio.facts.targets import load_host
 from pytest_kvmio.model.redact import redact_uri
-from pytest_kvmio.options import add_shared
 from pytest_kvmio.perf.ab import (
     DEFAULT_ROUNDS,
     AbResult,
@@ -36,6 +35,7 @@ from pytest_kvmio.perf.ab import (
 from pytest_kvmio.perf.abstats import DEFAULT_MARGIN
 from pytest_kvmio.perf.loading import load_thresholds
 from pytest_kvmio.perf.thresholds import ThresholdsError
+from pytest_kvmio.plugin.options import add_shared
 from pytest_kvmio.report import abreport
 from pytest_kvmio.runconfig import RunConfig
 from pytest_kvmio.settings import whole_number

@@ -19,16 +19,16 @@ from typing import Any, TextIO
 
 from lxml import etree
 
-from pytest_kvmio.collect.connection import HostSpec, HostUnreachable, open_connection
-from pytest_kvmio.collect.facts import HostFacts, assumed_facts
-from pytest_kvmio.collect.targets import load_host
 from pytest_kvmio.errors import CommandError, InputError
+from pytest_kvmio.facts.connection import HostSpec, HostUnreachable, open_connection
+from pytest_kvmio.facts.host import HostFacts, assumed_facts
+from pytest_kvmio.facts.targets import load_host
 from pytest_kvmio.fix.patch import FixResult, fix_domain, parse_root
 from pytest_kvmio.fix.remedies import OTHER_REMEDIES, XML_REMEDIES
 from pytest_kvmio.model.domain import DomainXMLError
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.model.xmlfiles import xml_files
-from pytest_kvmio.options import add_shared
+from pytest_kvmio.plugin.options import add_shared
 from pytest_kvmio.runconfig import RunConfig
 from pytest_kvmio.settings import assumptions
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from pytest_kvmio.catalogue import RULES
+from pytest_kvmio.verdict.catalogue import RULES
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:

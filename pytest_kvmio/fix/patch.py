@@ -15,13 +15,13 @@ from typing import Any
 
 from lxml import etree
 
-from pytest_kvmio.catalogue import lookup
-from pytest_kvmio.collect.facts import HostFacts
-from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.facts.host import HostFacts
+from pytest_kvmio.facts.targets import Target
 from pytest_kvmio.fix.edits import Edit
 from pytest_kvmio.fix.remedies import XML_REMEDIES, Remedy, offline_target, remedies
 from pytest_kvmio.model.domain import SAFE_PARSER, Domain, DomainXMLError, domain_of, parse_documents
 from pytest_kvmio.model.redact import redacted_text
+from pytest_kvmio.verdict.catalogue import lookup
 
 #: Rounds of plan-and-apply (one remedy each) before giving up; a domain has far fewer findings than this.
 MAX_ROUNDS = 256

@@ -17,9 +17,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pytest_kvmio.catalogue import Scope, lookup
-from pytest_kvmio.collect.facts import HostFacts
-from pytest_kvmio.collect.targets import HostTarget, Target
+from pytest_kvmio.facts.host import HostFacts
+from pytest_kvmio.facts.targets import HostTarget, Target
 from pytest_kvmio.fix import edits
 from pytest_kvmio.model.checks import (
     async_io_is_direct,
@@ -41,6 +40,7 @@ from pytest_kvmio.model.domain import (
     Disk,
     Domain,
 )
+from pytest_kvmio.verdict.catalogue import Scope, lookup
 
 #: When a change takes effect: `define` (a file or a stopped domain: when it is defined), `restart` (a running domain
 #: needs a full stop and start), `live` (at once, on a running host or guest).

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import libvirt
 
-from pytest_kvmio.collect.connection import libvirt_module
 from pytest_kvmio.errors import CommandError
+from pytest_kvmio.facts.connection import libvirt_module
 from pytest_kvmio.lab.paths import LIBVIRT_URI
 from pytest_kvmio.lab.shell import tail
 

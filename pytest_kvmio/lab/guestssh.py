@@ -15,9 +15,9 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from pytest_kvmio.collect.guest import agent_host
-from pytest_kvmio.collect.guest_errors import GuestError
 from pytest_kvmio.errors import CommandError
+from pytest_kvmio.facts.guest import agent_host
+from pytest_kvmio.facts.guest_errors import GuestError
 from pytest_kvmio.lab import topology
 from pytest_kvmio.lab.shell import run
 

@@ -155,7 +155,7 @@ class Disk:
     #: vhost-user: <source><reconnect enabled='yes|no' timeout='N'/> (None when the element is absent).
     reconnect_enabled: bool | None = None
     reconnect_timeout: int | None = None
-    #: vhost-user, live: the process serving the socket, read on the host (collect/facts.py).
+    #: vhost-user, live: the process serving the socket, read on the host (facts/host.py).
     backend: VhostBackend | None = None
 
     def __repr__(self) -> str:

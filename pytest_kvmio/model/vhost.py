@@ -167,7 +167,7 @@ class _Parsed:
 
 
 def parse_backend_lines(socket: str, lines: list[str], uid: int | None) -> VhostBackend:
-    """Return the backend of one socket from its `vhost-*` lines (see collect/facts.py VHOST_SCRIPT)."""
+    """Return the backend of one socket from its `vhost-*` lines (see facts/host.py VHOST_SCRIPT)."""
     parsed = _Parsed(socket)
     for line in lines:
         key, _, value = line.partition("=")

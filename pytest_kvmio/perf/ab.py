@@ -17,18 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pytest_kvmio.collect.guest import guest_host
-from pytest_kvmio.collect.guest_errors import GuestError
-from pytest_kvmio.collect.guestmap import GuestDisk, map_guest_disks
-from pytest_kvmio.collect.hostcpu import HostCpuError, QemuCpu
-from pytest_kvmio.collect.targets import HostTarget
 from pytest_kvmio.errors import InputError
+from pytest_kvmio.facts.guest import guest_host
+from pytest_kvmio.facts.guest_errors import GuestError
+from pytest_kvmio.facts.guestmap import GuestDisk, map_guest_disks
+from pytest_kvmio.facts.hostcpu import HostCpuError, QemuCpu
+from pytest_kvmio.facts.targets import HostTarget
 from pytest_kvmio.model.domain import Disk
 from pytest_kvmio.perf.abstats import DEFAULT_MARGIN, Comparison, balanced_order, compare
 from pytest_kvmio.perf.diskfio import backend_processes
 from pytest_kvmio.perf.fio import FioError, FioMetrics, parse_fio
 from pytest_kvmio.perf.results import HOST_CPU, host_cpu_us_per_io, metrics_of
-from pytest_kvmio.perf.runner import COMMAND_SLACK, FioRunError, GuestFio, ScratchRefused, fio_filename, is_scratch_serial
+from pytest_kvmio.perf.runner import (
+    COMMAND_SLACK,
+    FioRunError,
+    GuestFio,
+    ScratchRefused,
+    fio_filename,
+    is_scratch_serial,
+)
 from pytest_kvmio.perf.thresholds import Profile
 
 HOST_SUFFIX = "@host"

@@ -1,7 +1,7 @@
 """The `fio` fixture's object: plan a profile on one disk, run it repeatedly in the guest (or read --fio-results), cache it.
 
 Live: each profile runs `repeat` times in the guest against the disk (see runner.py for the safety checks)
-and the QEMU process CPU is sampled on the host around every run (collect/hostcpu.py). Results are cached
+and the QEMU process CPU is sampled on the host around every run (facts/hostcpu.py). Results are cached
 per disk and profile for the session, so the rules of one profile (one item per metric) share one measurement.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.guest_errors import GuestError
-from pytest_kvmio.collect.hostcpu import HostCpuError, QemuCpu
 from pytest_kvmio.errors import CouldNotJudge
+from pytest_kvmio.facts.guest_errors import GuestError
+from pytest_kvmio.facts.hostcpu import HostCpuError, QemuCpu
 from pytest_kvmio.perf.fio import FioError, read_fio
 from pytest_kvmio.perf.offline import HOSTCPU_FILE, RUN_FILE, run_files
 from pytest_kvmio.perf.results import (
@@ -38,6 +38,7 @@ from pytest_kvmio.perf.thresholds import (
     ThresholdsError,
 )
 from pytest_kvmio.runconfig import run_config
+
 
 def backend_processes(disk: Any) -> dict[int, str]:
     """Return the processes serving a vhost-user disk's socket (pid -> what it is), read with the host facts."""

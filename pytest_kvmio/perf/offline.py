@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.facts import HostFacts
-from pytest_kvmio.collect.targets import HostTarget, filter_domains
+from pytest_kvmio.facts.host import HostFacts
+from pytest_kvmio.facts.targets import HostTarget, filter_domains
 from pytest_kvmio.model.domain import Disk, Domain, DomainXMLError, parse_domain
 
 #: `<profile>.json` or `<profile>.<n>.json`: one fio run; `<profile>[.<n>].hostcpu`: its QEMU CPU µs per I/O.

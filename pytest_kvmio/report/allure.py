@@ -29,8 +29,8 @@ import pytest
 from pytest_kvmio import __version__
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.perf.decide import format_value
-from pytest_kvmio.report.record import REC_OUTCOME, REC_WAIVER, Enricher, VerdictRecord
 from pytest_kvmio.state import STATE
+from pytest_kvmio.verdict.record import REC_OUTCOME, REC_WAIVER, Enricher, VerdictRecord
 
 #: Allure categories; first match wins. Regexes match the whole message (Allure 2 uses Java
 #: `matches`), so they are wrapped in [\s\S]* rather than using (?s). Allure 3 takes its categories from

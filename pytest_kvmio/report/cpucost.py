@@ -7,7 +7,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from pytest_kvmio.report.record import Verdict
+from pytest_kvmio.verdict.record import Verdict
 
 RULE = "perf-host-cpu"
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pytest_kvmio.fix.patch import verdict_fix
-from pytest_kvmio.report.record import REC_OUTCOME, Enricher, VerdictRecord
+from pytest_kvmio.verdict.record import REC_OUTCOME, Enricher, VerdictRecord
 
 #: The record key of a failed verdict's fix.
 REC_FIX = "fix"

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.catalogue import rule_of
 from pytest_kvmio.files.yamldoc import YamlFileError, read_yaml, schema_errors
-from pytest_kvmio.report.record import (
+from pytest_kvmio.runconfig import run_config
+from pytest_kvmio.verdict.catalogue import rule_of
+from pytest_kvmio.verdict.record import (
     REC_OUTCOME,
     REC_WAIVER,
     Enricher,
@@ -29,7 +30,6 @@ from pytest_kvmio.report.record import (
     item_record,
     message_of,
 )
-from pytest_kvmio.runconfig import run_config
 
 WAIVED = "waived"
 

@@ -74,8 +74,8 @@ SCENARIOS = {
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE.parents[2]))
-    from pytest_kvmio.collect.agent import GuestAgentBackend, LibvirtAgent
-    from pytest_kvmio.collect.guest_errors import GuestError
+    from pytest_kvmio.facts.agent import GuestAgentBackend, LibvirtAgent
+    from pytest_kvmio.facts.guest_errors import GuestError
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--socket")

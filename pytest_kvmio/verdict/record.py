@@ -69,7 +69,7 @@ def item_record(item: pytest.Item) -> dict[str, Any]:
     return item.stash.setdefault(ITEM_RECORD, {})
 
 
-#: kvmio's own code: the pytest_kvmio package (this module is pytest_kvmio/report/record.py).
+#: kvmio's own code: the pytest_kvmio package (this module is pytest_kvmio/verdict/record.py).
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: The suites installed inside the package (pytest_kvmio.suites; in a checkout they are suites/, outside it):
 #: rules, whose assertions are verdicts, not kvmio's own.

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_kvmio.collect.connection import HostSpec, HostUnreachable, open_readonly
-from pytest_kvmio.collect.facts import FactsError, HostFacts, collect_host_facts
+from pytest_kvmio.facts.connection import HostSpec, HostUnreachable, open_readonly
+from pytest_kvmio.facts.host import FactsError, HostFacts, collect_host_facts
 from pytest_kvmio.model.domain import Disk, Domain
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.model.xmlfiles import FileProblem

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.targets import Target
+from pytest_kvmio.facts.targets import Target
 from pytest_kvmio.model.domain import Disk, configured_queues
 from pytest_kvmio.perf import session as perf_session
 from pytest_kvmio.perf.runner import is_scratch_serial

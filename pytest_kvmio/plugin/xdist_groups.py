@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.targets import item_target
+from pytest_kvmio.facts.targets import item_target
 
 #: Prefix of the xdist group names kvmio gives (pytest-xdist appends `@GROUP` to the node ids).
 GROUP_PREFIX = "kvmio-host-"

@@ -6,16 +6,15 @@ import fnmatch
 import logging
 import os
 import shlex
-from pathlib import Path
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from pytest_kvmio import catalogue, fixtures, markers, xdist_groups, xmlproblems
-from pytest_kvmio.collect.connection import HostSpec, ansible_host_specs, parse_host_spec
-from pytest_kvmio.collect.facts import assumed_facts
-from pytest_kvmio.collect.targets import (
+from pytest_kvmio.facts.connection import HostSpec, ansible_host_specs, parse_host_spec
+from pytest_kvmio.facts.host import assumed_facts
+from pytest_kvmio.facts.targets import (
     OFFLINE_HOST,
     HostTarget,
     Target,
@@ -24,16 +23,20 @@ from pytest_kvmio.collect.targets import (
     iter_targets,
     load_host,
 )
-from pytest_kvmio.fixtures import guest_or_reason
 from pytest_kvmio.model.domain import DomainXMLError
-from pytest_kvmio.model.xmlfiles import load_xml_files
 from pytest_kvmio.model.redact import RedactingFilter
-from pytest_kvmio.options import add_options
+from pytest_kvmio.model.xmlfiles import load_xml_files
 from pytest_kvmio.perf.offline import offline_hosts
 from pytest_kvmio.perf.session import PerfPlugin
+from pytest_kvmio.plugin import fixtures, markers, xdist_groups, xmlproblems
+from pytest_kvmio.plugin.fixtures import guest_or_reason
+from pytest_kvmio.plugin.options import add_options
 from pytest_kvmio.report import cpucost
-from pytest_kvmio.report import plugin as reporting
-from pytest_kvmio.report.record import (
+from pytest_kvmio.report import summary as reporting
+from pytest_kvmio.runconfig import RUN_CONFIG, RunConfig, run_config
+from pytest_kvmio.state import CASES, STATE, KvmioState, describe_left_out
+from pytest_kvmio.verdict import catalogue
+from pytest_kvmio.verdict.record import (
     EXTRA_FACTS,
     REC_NOTE,
     REC_OUTCOME,
@@ -45,8 +48,6 @@ from pytest_kvmio.report.record import (
     item_record,
     message_of,
 )
-from pytest_kvmio.runconfig import RUN_CONFIG, RunConfig, run_config
-from pytest_kvmio.state import CASES, STATE, KvmioState, describe_left_out
 
 #: Fixtures that make a test per target, from the finest level down.
 LEVEL_FIXTURES = (("disk", ("disk", "fio")), ("domain", ("domain", "guest")), ("host", ("host", "hypervisor")))

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.targets import HostTarget
 from pytest_kvmio.errors import CouldNotJudge, InputError
+from pytest_kvmio.facts.targets import HostTarget
 from pytest_kvmio.perf.ab import (
     DEFAULT_ROUNDS,
     AbResult,

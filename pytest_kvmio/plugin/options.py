@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio import absuite, settings
+from pytest_kvmio import settings
+from pytest_kvmio.plugin import absuite
 from pytest_kvmio.settings import SETTINGS, cli_type
 
 #: Options of settings shared with the kvmio commands: flag -> argparse keywords (pytest's addoption takes the same).

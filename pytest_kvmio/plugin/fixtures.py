@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.facts import HostFacts
-from pytest_kvmio.collect.guest import guest_host
-from pytest_kvmio.collect.guest_errors import GuestError, GuestUnavailable
-from pytest_kvmio.collect.guestmap import Unmapped, map_guest_disks
-from pytest_kvmio.collect.targets import Target
 from pytest_kvmio.errors import CouldNotJudge
+from pytest_kvmio.facts.guest import guest_host
+from pytest_kvmio.facts.guest_errors import GuestError, GuestUnavailable
+from pytest_kvmio.facts.guestmap import Unmapped, map_guest_disks
+from pytest_kvmio.facts.host import HostFacts
+from pytest_kvmio.facts.targets import Target
 from pytest_kvmio.model.domain import Disk, Domain
 from pytest_kvmio.perf.diskfio import DiskFio
-from pytest_kvmio.report.record import EXTRA_FACTS, REC_NOTE, REC_OUTCOME, item_record
 from pytest_kvmio.runconfig import run_config
 from pytest_kvmio.state import STATE
+from pytest_kvmio.verdict.record import EXTRA_FACTS, REC_NOTE, REC_OUTCOME, item_record
 
 
 def _target(request: pytest.FixtureRequest) -> Target:

@@ -11,12 +11,12 @@ import testinfra.backend
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
-from pytest_kvmio.collect.agent import (
+from pytest_kvmio.facts.agent import (
     DEFAULT_COMMAND_TIMEOUT,
     GuestAgentBackend,
     LibvirtAgent,
 )
-from pytest_kvmio.collect.guest_errors import (
+from pytest_kvmio.facts.guest_errors import (
     NOT_RUNNING,
     GuestUnavailable,
     classify_agent_error,
@@ -26,7 +26,7 @@ from pytest_kvmio.collect.guest_errors import (
 if TYPE_CHECKING:
     import libvirt
 
-logger = logging.getLogger("pytest_kvmio.collect.guest")
+logger = logging.getLogger("pytest_kvmio.facts.guest")
 
 
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from testinfra.backend.base import BaseBackend, CommandResult
 
-from pytest_kvmio.collect.connection import HostUnreachable, open_connection
-from pytest_kvmio.collect.guest_errors import (
+from pytest_kvmio.facts.connection import HostUnreachable, open_connection
+from pytest_kvmio.facts.guest_errors import (
     EXEC_DISABLED,
     GuestCommandTimeout,
     GuestError,
@@ -37,7 +37,7 @@ from pytest_kvmio.collect.guest_errors import (
 if TYPE_CHECKING:
     import libvirt
 
-logger = logging.getLogger("pytest_kvmio.collect.agent")
+logger = logging.getLogger("pytest_kvmio.facts.agent")
 
 #: ``agent(json_command, timeout_seconds) -> json_reply``; raises ``libvirt.libvirtError`` on failure.
 AgentCall = Callable[[str, int], str]

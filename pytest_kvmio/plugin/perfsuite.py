@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_kvmio.collect.targets import iter_targets
+from pytest_kvmio.facts.targets import iter_targets
 from pytest_kvmio.perf.decide import Decision, Outcome
 from pytest_kvmio.perf.results import HOST_CPU, PerfResult, unit_of
 from pytest_kvmio.perf.session import state

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_kvmio.collect.facts import HostFacts
+from pytest_kvmio.facts.host import HostFacts
 from pytest_kvmio.model.versions import Requirement
 
 MARKERS = {
     "rule(id, severity=None, facts=None, applies=None)": "a catalogue rule; its id names the verdict in reports and "
-    "waivers; severity and applicability come from the catalogue (pytest_kvmio.catalogue) unless given here",
+    "waivers; severity and applicability come from the catalogue (pytest_kvmio.verdict.catalogue) unless given here",
     "requires_io_uring": "skip unless the host supports io_uring (kernel >= 5.1, QEMU >= 5.0, libvirt >= 6.3, "
     "kernel.io_uring_disabled = 0)",
     "requires_kernel(spec)": "skip unless the host kernel satisfies spec, e.g. '>=5.10'",

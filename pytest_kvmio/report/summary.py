@@ -24,10 +24,10 @@ from pytest_kvmio.report.gate import (
     describe_hosts,
     fail_inconclusive,
 )
-from pytest_kvmio.report.record import Enricher, forced_outcome, write_json
 from pytest_kvmio.report.waivers import WaiverPlugin, resolve
 from pytest_kvmio.runconfig import run_config
 from pytest_kvmio.state import STATE
+from pytest_kvmio.verdict.record import Enricher, forced_outcome, write_json
 
 STATUS = {
     "waived": ("waived", "W", ("WAIVED", {"yellow": True})),

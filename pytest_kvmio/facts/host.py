@@ -11,9 +11,9 @@ from typing import Any
 
 from lxml import etree
 
-from pytest_kvmio.collect.connection import libvirt_module
-from pytest_kvmio.model.redact import redact_uri
+from pytest_kvmio.facts.connection import libvirt_module
 from pytest_kvmio.model.domain import SAFE_PARSER, Domain, DomainXMLError, ImageFacts, parse_domain
+from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.model.versions import Requirement, Version
 from pytest_kvmio.model.vhost import VhostBackend, parse_backend_lines
 

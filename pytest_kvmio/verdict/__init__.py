@@ -1,0 +1,1 @@
+"""What a rule is (the catalogue) and what a verdict is (the record)."""
