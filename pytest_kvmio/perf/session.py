@@ -15,6 +15,7 @@ from pytest_kvmio.runconfig import run_config
 
 # --- session state --------------------------------------------------------------------------
 
+
 @dataclass
 class PerfState:
     """Per session: the thresholds, the measurements, which scratch disks were pre-filled."""
@@ -61,7 +62,9 @@ class PerfState:
         write_atomically(path, json.dumps(document, indent=2) + "\n")
         return len(done)
 
+
 PERF = pytest.StashKey[PerfState]()
+
 
 def _load(config: pytest.Config) -> Thresholds:
     run = run_config(config)
@@ -74,12 +77,14 @@ def _load(config: pytest.Config) -> Thresholds:
         thresholds = thresholds.with_timing(runtime=run.fio_runtime, ramp_time=run.fio_ramp_time)
     return thresholds
 
+
 def state(config: pytest.Config) -> PerfState:
     """Return the session's perf state (created on first use)."""
     found = config.stash.get(PERF, None)
     if found is None:
         found = config.stash[PERF] = PerfState(config)
     return found
+
 
 class PerfPlugin:
     """Hooks of the perf half: thresholds validated before collection, the results file at the end of the session."""
