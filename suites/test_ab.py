@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_kvmio.plugin import absuite as ab
+from pytest_kvmio.runconfig import run_config
 
 pytestmark = pytest.mark.perf
 
@@ -26,4 +27,4 @@ def test_the_change_is_as_good_as_expected(hypervisor, kvmio_target, ab_spec, re
     result = ab.run(request.config, kvmio_target.host, ab_spec)
     kvmio_facts["ab"] = ab.facts(result)
     ab.attach(request.config, result)
-    ab.judge(result, ab_spec, request.config.getoption("kvmio_ab_expect"), kvmio_record)
+    ab.judge(result, ab_spec, run_config(request.config).ab_expect, kvmio_record)

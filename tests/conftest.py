@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scipy.stats  # noqa: F401  # loaded before any in-process pytester run: numpy can't be imported twice per process
 from hypothesis import settings as hypothesis_settings
 
 # Property tests check logic, not speed: a busy CI machine must not turn them red with a deadline.

@@ -29,6 +29,7 @@ import pytest
 from pytest_kvmio import __version__
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.perf.decide import format_value
+from pytest_kvmio.runconfig import run_config
 from pytest_kvmio.state import STATE
 from pytest_kvmio.verdict.record import REC_OUTCOME, REC_WAIVER, Enricher, VerdictRecord
 
@@ -291,7 +292,7 @@ class AllureKvmio(Enricher):
             if facts.libvirt_uri:
                 env[f"{prefix}.libvirt_uri"] = redact_uri(facts.libvirt_uri)
             if facts.offline:
-                env[f"{prefix}.mode"] = "offline lint of " + ", ".join(self.config.getoption("kvmio_domain_xml") or [])
+                env[f"{prefix}.mode"] = "offline lint of " + ", ".join(run_config(self.config).domain_xml)
         (self.results_dir / "environment.properties").write_text(
             "".join(_properties_line(k, v) + "\n" for k, v in env.items()), encoding="utf-8"
         )

@@ -24,7 +24,7 @@ from pytest_kvmio.facts.targets import Target
 from pytest_kvmio.model.domain import Disk, configured_queues
 from pytest_kvmio.perf import session as perf_session
 from pytest_kvmio.perf.runner import is_scratch_serial
-from pytest_kvmio.settings import setting
+from pytest_kvmio.runconfig import run_config
 
 
 @dataclass(frozen=True)
@@ -210,14 +210,15 @@ def _perf_runnable(scope: Scope) -> str | None:
     """Return why fio can't concern this disk at all: offline without results, or a write profile on a non-scratch disk."""
 
     config = scope.config
-    if config.getoption("kvmio_fio_results", None):
+    run = run_config(config)
+    if run.fio_results:
         return None  # results are read from files: nothing runs, nothing is written
     if scope.target.host.offline:
         return "offline lint: no guest to run fio in (pass --host, or --fio-results)"
     profile = scope.params.get("profile")
     if profile is None:
         return None
-    pattern = str(setting(config, "scratch_serial")[0])
+    pattern = run.scratch_serial
     if perf_session.state(config).thresholds.profile(str(profile)).write and not is_scratch_serial(scope.disk.serial, pattern):
         return f"{profile} writes and serial {scope.disk.serial!r} is not scratch ({pattern!r})"
     return None
@@ -254,7 +255,7 @@ def _perf_baseline(scope: Scope) -> str | None:
 def _ab_requested(scope: Scope) -> str | None:
     if scope.target.host.offline:
         return "offline lint: no host to run an experiment on"
-    return None if scope.config.getoption("kvmio_ab", None) else "no experiment asked for (--kvmio-ab)"
+    return None if run_config(scope.config).ab else "no experiment asked for (--kvmio-ab)"
 
 
 def _perf_class(scope: Scope) -> str | None:
