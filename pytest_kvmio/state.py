@@ -30,12 +30,14 @@ class KvmioState:
     guests: dict[str, Any] = field(default_factory=dict)
     #: Per domain id: libvirt target dev -> GuestDisk or Unmapped.
     guest_disks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Each guest's boot-time scheduler settings (facts.guestboot), by domain id, read once.
+    guest_boots: dict[str, Any] = field(default_factory=dict)
     #: Test functions (node ids) whose (target, case) pairs were judged applicable at parametrization.
     prechecked: set[str] = field(default_factory=set)
     #: Test functions (node ids) none of whose (target, case) pairs a rule concerns: their placeholder item goes.
     emptied: set[str] = field(default_factory=set)
-    #: Per target (by identity): its facts as the verdict records carry them, built once per target.
-    target_facts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Per target (its host, domain and disk, by identity): its facts as the verdict records carry them, built once.
+    target_facts: dict[tuple[int, int, int], dict[str, Any]] = field(default_factory=dict)
     #: Under pytest-xdist the controller loads no host: the workers' host summaries (see host_summaries).
     worker_hosts: list[dict[str, Any]] = field(default_factory=list)
     #: The verdict record's enrichers (waiver, fix, Allure), in the order they apply (report.plugin.register).

@@ -26,6 +26,23 @@ def test_guest_virtio_disk_uses_no_io_scheduler(disk, guest_disk, kvmio_facts):
     )
 
 
+@pytest.mark.rule("guest-scheduler-persistent")
+def test_guest_scheduler_none_survives_a_reboot(disk, guest_disk, guest_boot, kvmio_facts):
+    """A scheduler written by hand lasts until the next reboot; what sets `none` must be part of the guest's boot."""
+    if guest_disk.scheduler != "none":
+        pytest.skip(f"{disk.id}: {guest_disk.describe()} uses {guest_disk.scheduler} now (guest-scheduler-none judges that)")
+    after = guest_boot.after_reboot(guest_disk.device, guest_disk.hw_queues)
+    kvmio_facts.update(guest_device=guest_disk.device, after_reboot=after.scheduler, set_by=after.why,
+                       **({"unchecked_conditions": list(after.unchecked)} if after.unchecked else {}))
+    if after.persistent_none is None:
+        pytest.skip(f"{disk.id}: can't tell what {guest_disk.describe()} gets at boot: {after.why}")
+    assert after.persistent_none, (
+        f"{disk.id}: {guest_disk.describe()} uses none now, but after a reboot it gets {after.scheduler} ({after.why}): "
+        "nothing in the boot sets none. Add a udev rule, e.g. /etc/udev/rules.d/60-scheduler.rules: "
+        'ACTION=="add|change", KERNEL=="vd[a-z]*", ATTR{queue/scheduler}="none"'
+    )
+
+
 @pytest.mark.rule("guest-queues-active")
 def test_guest_sees_the_configured_queues(disk, guest_disk, hypervisor, kvmio_facts):
     """Queues configured in libvirt help only if the guest driver really opens them."""

@@ -2,7 +2,7 @@
 # /init of the kvmio lab guest: no udev, no disk root; ends in the QEMU guest agent.
 # Kernel cmdline knobs (seeded guest misconfigurations):
 #   kvmio.disks=N                  wait (bounded) until N disks are visible
-#   kvmio.sched=SERIAL:SCHEDULER   set that disk's scheduler (default for every disk: none)
+#   kvmio.sched=SERIAL:SCHEDULER   set that disk's scheduler at boot (/etc/local.d; default: the kernel's)
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mkdir -p /proc /sys /dev /tmp /run /var /dev/virtio-ports
@@ -36,17 +36,26 @@ serial_of() {  # virtio-blk: /sys/block/X/serial; scsi: VPD page 0x80 after a 4-
     elif [ -r "$1/device/vpd_pg80" ]; then tail -c +5 "$1/device/vpd_pg80" | tr -d '\000 '
     fi
 }
-for dev in $(disks); do echo none > "$dev/queue/scheduler"; done
-for arg in $(cat /proc/cmdline); do
-    case "$arg" in
-    kvmio.sched=*)
-        spec="${arg#kvmio.sched=}"; serial="${spec%%:*}"; sched="${spec#*:}"
-        for dev in $(disks); do
-            if [ "$(serial_of "$dev")" = "$serial" ]; then
-                echo "$sched" > "$dev/queue/scheduler" || log "scheduler $sched on $dev failed"
-            fi
-        done ;;
-    esac
+# Schedulers: the kernel's own default (none for a multi-queue disk, mq-deadline for a single queue) unless the
+# domain's kernel command line asks for another, which is written as a boot script the way OpenRC's `local` service
+# runs them (/etc/local.d/*.start), so the guest carries what sets it at boot, as a real distribution does.
+mkdir -p /etc/local.d
+{
+    echo '#!/bin/sh'
+    echo '# written by the kvmio lab guest init from kvmio.sched= on the kernel command line'
+    for arg in $(cat /proc/cmdline); do
+        case "$arg" in
+        kvmio.sched=*)
+            spec="${arg#kvmio.sched=}"; serial="${spec%%:*}"; sched="${spec#*:}"
+            for dev in $(disks); do
+                [ "$(serial_of "$dev")" = "$serial" ] && echo "echo $sched > /sys/block/${dev##*/}/queue/scheduler"
+            done ;;
+        esac
+    done
+} > /etc/local.d/kvmio-scheduler.start
+chmod 755 /etc/local.d/kvmio-scheduler.start
+for script in /etc/local.d/*.start; do
+    [ -x "$script" ] && { "$script" || log "$script failed"; }
 done
 
 i=0

@@ -107,6 +107,13 @@ def disk_failures(dom: DomainSpec, disk: DiskSpec) -> list[str]:
 
 def domain_failures(dom: DomainSpec, host_cpus: int) -> list[str]:
     """Return the domain rules this domain is expected to fail."""
+    live = dom.running and dom.offline_file is None
+    runtime = (["domain-runtime-pinning"] if live and dom.drift_iothreads else []) + (
+        ["domain-pending-restart"] if live and dom.pending_restart else [])
+    return sorted(_iothread_failures(dom, host_cpus) + runtime)
+
+
+def _iothread_failures(dom: DomainSpec, host_cpus: int) -> list[str]:
     if dom.iothreads == 0:
         return []  # domain-iothread-pinned is skipped without iothreads
     all_cpus = set(range(host_cpus))
@@ -122,11 +129,23 @@ def domain_failures(dom: DomainSpec, host_cpus: int) -> list[str]:
     return []
 
 
+def boot_scheduler(dom: DomainSpec, disk: DiskSpec) -> str:
+    """Return the scheduler the guest's boot gives a disk: the knob's, else the kernel's default for its queues."""
+    if disk.guest_scheduler is not None:
+        return disk.guest_scheduler
+    seen = min(configured_queues(dom, disk), dom.vcpus)
+    return "none" if seen > 1 else "mq-deadline"  # Linux block/elevator.c elevator_get_default
+
+
 def guest_failures(dom: DomainSpec, disk: DiskSpec) -> list[str]:
     """Return the guest rules a running domain's disk is expected to fail."""
     failed: list[str] = []
-    if disk.guest_scheduler != "none":
+    at_boot = boot_scheduler(dom, disk)
+    now = disk.guest_scheduler_by_hand or at_boot
+    if now != "none":
         failed.append("guest-scheduler-none")
+    elif at_boot != "none":  # guest-scheduler-persistent is judged where the scheduler is none now
+        failed.append("guest-scheduler-persistent")
     configured = configured_queues(dom, disk)
     seen = min(configured, dom.vcpus)  # virtio-blk and virtio-scsi cap request queues at nr_cpu_ids
     if seen != configured:

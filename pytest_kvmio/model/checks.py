@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from pytest_kvmio.model.cpuset import format_cpuset
 from pytest_kvmio.model.domain import (
     DIRECT_CACHE_MODES,
     VALID_IO_MODES,
@@ -19,6 +20,7 @@ from pytest_kvmio.model.domain import (
     configured_queues,
     default_queues,
 )
+from pytest_kvmio.model.runtime import QemuThread
 from pytest_kvmio.model.versions import Version
 from pytest_kvmio.model.vhost import BackendProcess
 
@@ -224,3 +226,166 @@ def vhost_memory(disk: Disk) -> VhostMemory:
     serving = disk.backend.serving if disk.backend is not None else None
     spdk = serving if serving is not None and serving.is_spdk else None
     return VhostMemory(shared, why, spdk, spdk is not None and not disk.domain.hugepages)
+
+
+# --- what runs: threads, QEMU's disk settings, the persistent definition (live, running domains) --------------------
+
+
+@dataclass(frozen=True)
+class ThreadDrift:
+    """A vCPU or IOThread thread that runs elsewhere than the live XML says."""
+
+    kind: str  # vCPU or IOThread
+    number: int
+    tid: int
+    name: str
+    #: What the XML implies: its pin, the domain's <vcpu cpuset>, or (unpinned) every CPU the cgroup allows.
+    declared: frozenset[int]
+    declared_by: str
+    actual: frozenset[int]
+
+    @property
+    def thread(self) -> str:
+        return f"{self.kind} {self.number} (thread {self.tid} '{self.name}')"
+
+
+@dataclass(frozen=True)
+class RuntimePinning:
+    """domain-runtime-pinning on one running domain: threads that drifted, threads that could not be compared."""
+
+    drifts: list[ThreadDrift]
+    unknown: list[str]
+    compared: int
+
+    @property
+    def holds(self) -> bool | None:
+        if self.drifts:
+            return False
+        return True if self.compared else None
+
+
+def _expected_cpus(pin: frozenset[int] | None, domain_cpuset: frozenset[int] | None, what: str,
+                   cgroup: frozenset[int] | None, host: frozenset[int] | None) -> tuple[frozenset[int] | None, str]:
+    """Return the CPUs a thread should run on and why: its pin, else <vcpu cpuset>, else all its cgroup (or host) allows."""
+    if pin is not None:
+        return pin, f"<{what}> pin"
+    if domain_cpuset is not None:
+        return domain_cpuset, "<vcpu cpuset> (unpinned threads follow it)"
+    if cgroup is not None:
+        return cgroup, "unpinned: every CPU its cgroup allows"
+    return host, "unpinned: every host CPU"
+
+
+def runtime_pinning(domain: Domain, host_cpus: frozenset[int] | None = None) -> RuntimePinning:
+    """Return which vCPU and IOThread threads of a running domain run elsewhere than its live XML pins them.
+
+    A pinned thread must run on exactly its pin; an unpinned one on every CPU its cgroup allows (a narrower affinity
+    is a pin nobody declared: a `taskset`, a tuned profile, a hook). libvirt applies <vcpu cpuset> to unpinned vCPUs
+    and IOThreads (src/qemu/qemu_process.c qemuProcessSetupPid).
+    """
+    runtime = domain.runtime
+    if runtime is None or runtime.error:
+        return RuntimePinning([], [runtime.error if runtime and runtime.error else "QEMU's threads were not read"], 0)
+    drifts: list[ThreadDrift] = []
+    unknown: list[str] = []
+    compared = 0
+    wanted: list[tuple[str, int, QemuThread | None, frozenset[int] | None, str]] = []
+    vcpus = runtime.vcpu_threads()
+    if runtime.single_threaded_tcg:
+        unknown.append("single-threaded TCG runs every vCPU in one thread ('ALL CPUs/TCG'): no vCPU affinity to compare")
+    else:
+        wanted += [("vCPU", v, vcpus.get(v), domain.vcpu_pins.get(v), "vcpupin") for v in range(domain.vcpus)]
+    iothreads = runtime.iothread_threads()
+    wanted += [("IOThread", t, iothreads.get(t), domain.iothread_pins.get(t), "iothreadpin") for t in domain.iothread_ids]
+    for kind, number, thread, pin, what in wanted:
+        if thread is None or thread.runs_on is None:
+            unknown.append(f"{kind} {number}: no such thread in QEMU (named by debug-threads)")
+            continue
+        declared, why = _expected_cpus(pin, domain.vcpu_cpuset, what, thread.cgroup_cpus, host_cpus)
+        if declared is None:
+            unknown.append(f"{kind} {number}: unpinned and the host's CPUs are unknown")
+            continue
+        compared += 1
+        if thread.runs_on != declared:
+            drifts.append(ThreadDrift(kind, number, thread.tid, thread.name, declared, why, thread.runs_on))
+    return RuntimePinning(drifts, unknown, compared)
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """disk-runtime-settings on one disk: the settings QEMU runs that differ from the live XML."""
+
+    #: (setting, the XML's, QEMU's)
+    differences: list[tuple[str, str, str]]
+    #: Why the disk could not be compared (None: it was).
+    unknown: str | None
+    source: str = ""
+
+    @property
+    def holds(self) -> bool | None:
+        return None if self.unknown else not self.differences
+
+
+def runtime_settings(disk: Disk) -> RuntimeSettings:
+    """Return how the aio, cache and discard QEMU was started with differ from a running disk's live XML.
+
+    Disks hotplugged (or changed) after start are not on the command line: they are not judged from it.
+    """
+    runtime = disk.domain.runtime
+    if runtime is None or runtime.error:
+        return RuntimeSettings([], runtime.error if runtime else "QEMU's command line was not read")
+    if disk.alias is None:
+        return RuntimeSettings([], "the live XML gives the disk no <alias>: it can't be found on QEMU's command line")
+    settings = runtime.disks.get(disk.alias)
+    if settings is None:
+        return RuntimeSettings([], f"no -device id={disk.alias} on QEMU's command line: the disk was hotplugged or "
+                                   "changed after start, so the command line does not say what it runs")
+    path = disk.source_file or disk.source_dev
+    if path and settings.filename and settings.filename != path:
+        return RuntimeSettings([], f"QEMU was started on {settings.filename} and the live XML says {path}: the disk was "
+                                   "changed after start (block copy, media change), so the command line does not say "
+                                   "what it runs")
+    differences = []
+    if disk.aio_backend[0] is True and disk.effective_io != settings.effective_aio:
+        differences.append(("aio", disk.effective_io, settings.effective_aio))
+    if disk.effective_cache != settings.cache:
+        differences.append(("cache", disk.effective_cache, settings.cache))
+    declared_discard = "unmap" if disk.discard == "unmap" else "ignore"
+    if declared_discard != settings.effective_discard:
+        differences.append(("discard", declared_discard, settings.effective_discard))
+    return RuntimeSettings(differences, None, f"QEMU {settings.syntax} for -device id={disk.alias}")
+
+
+def storage_signature(domain: Domain) -> dict[str, str]:
+    """Return every attribute a storage rule judges, as 'where: what' -> value, for comparing two definitions."""
+    sig: dict[str, str] = {
+        "vcpus": str(domain.vcpus), "maximum vcpus": str(domain.max_vcpus),
+        "iothreads": ",".join(map(str, domain.iothread_ids)) or "none",
+        "<vcpu cpuset>": format_cpuset(domain.vcpu_cpuset) if domain.vcpu_cpuset else "none",
+        "<emulatorpin>": format_cpuset(domain.emulator_pin) if domain.emulator_pin else "none",
+        "memory access": str(domain.memory_access), "memory source": str(domain.memory_source),
+        "hugepages": str(domain.hugepages),
+    }
+    sig.update({f"<vcpupin vcpu='{v}'>": format_cpuset(c) for v, c in domain.vcpu_pins.items()})
+    sig.update({f"<iothreadpin iothread='{t}'>": format_cpuset(c) for t, c in domain.iothread_pins.items()})
+    for ctl in domain.controllers:
+        if ctl.is_virtio_scsi:
+            where = f"controller scsi index {ctl.index}"
+            sig.update({f"{where} queues": str(ctl.queues), f"{where} iothread": str(ctl.iothread),
+                        f"{where} queue mapping": str(ctl.iothread_queues or "none")})
+    for d in domain.disks:
+        values = {"type": d.type, "bus": d.bus, "source": d.source, "format": d.format, "cache": d.cache, "io": d.io,
+                  "discard": d.discard, "detect_zeroes": d.detect_zeroes, "iothread": d.iothread, "queues": d.queues,
+                  "queue mapping": d.iothread_queues or None, "readonly": d.readonly}
+        sig.update({f"disk {d.target} {k}": "(absent)" if v is None else str(v) for k, v in values.items()})
+    return sig
+
+
+def pending_changes(domain: Domain) -> list[tuple[str, str, str]] | None:
+    """Return the storage attributes whose persistent value differs from the running one: (attribute, running,
+    persistent); None when there is no persistent definition to compare (not running, or transient)."""
+    if domain.persistent is None:
+        return None
+    running, persistent = storage_signature(domain), storage_signature(domain.persistent)
+    return [(key, running.get(key, "(absent)"), persistent.get(key, "(absent)"))
+            for key in sorted(running.keys() | persistent.keys()) if running.get(key) != persistent.get(key)]

@@ -9,8 +9,9 @@ from typing import Any
 from lxml import etree
 
 from pytest_kvmio.model.cpuset import format_cpuset, parse_cpuset
-from pytest_kvmio.model.machine import MachineType, multiqueue_default, parse_machine, virtio_transport
+from pytest_kvmio.model.machine import MachineType, multiqueue_default, parse_machine, resolve_on_host, virtio_transport
 from pytest_kvmio.model.redact import redacted_text
+from pytest_kvmio.model.runtime import QemuRuntime
 from pytest_kvmio.model.versions import Version
 from pytest_kvmio.model.vhost import VhostBackend
 
@@ -151,6 +152,8 @@ class Disk:
     serial: str | None = None
     readonly: bool = False
     address: dict[str, str] | None = None
+    #: libvirt's <alias name> of a running domain's disk: QEMU's -device id.
+    alias: str | None = None
     image: ImageFacts | None = None
     #: vhost-user: <source><reconnect enabled='yes|no' timeout='N'/> (None when the element is absent).
     reconnect_enabled: bool | None = None
@@ -346,6 +349,9 @@ class Domain:
     type: str | None = None
     machine: str | None = None
     arch: str | None = None
+    #: What the host's machine types make of `machine` when it is an alias or absent (`q35` -> `pc-q35-7.2`), when
+    #: the host's facts are known (facts/host.py apply_host_facts); None otherwise.
+    machine_on_host: str | None = None
     #: Some device has <address type='virtio-mmio'> (libvirt then places other virtio devices there too, on `virt`).
     mmio_in_use: bool = False
     vcpus: int = 1
@@ -358,6 +364,10 @@ class Domain:
     controllers: list[Controller] = field(default_factory=list)
     disks: list[Disk] = field(default_factory=list)
     running: bool | None = None
+    #: What the running QEMU process does (live hosts, running domains; None otherwise).
+    runtime: QemuRuntime | None = None
+    #: The persistent definition of a running domain (None: not running, transient, or not read).
+    persistent: Domain | None = None
     #: <memoryBacking>: <access mode>, <source type>, <hugepages/>; NUMA cells' memAccess, in cell order.
     memory_access: str | None = None
     memory_source: str | None = None
@@ -378,7 +388,7 @@ class Domain:
     @property
     def machine_type(self) -> MachineType:
         """Return the machine type read into family and version (model/machine.py)."""
-        return parse_machine(self.machine, self.arch)
+        return resolve_on_host(parse_machine(self.machine, self.arch), self.machine_on_host)
 
     @property
     def machine_version(self) -> tuple[int, int] | None:
@@ -643,7 +653,6 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
     dwhere = f"{where}: disk {dev}"
     drv = el.find("driver")
     src = el.find("source")
-    addr = el.find("address")
     disk = Disk(
         domain=dom,
         type=el.get("type", "file"),
@@ -654,6 +663,7 @@ def _parse_disk(dom: Domain, el: etree._Element, where: str) -> Disk:
         readonly=el.find("readonly") is not None,
         transient=el.find("transient") is not None,
         address=_address(el),
+        alias=_alias(el),
     )
     if drv is not None:
         disk.driver_name = drv.get("name")
@@ -690,6 +700,11 @@ def _default_bus(dev: str, device: str) -> str:
     if device == "floppy":
         return "fdc"
     return next((bus for prefix, bus in _BUS_BY_PREFIX if dev.startswith(prefix)), "ide")
+
+
+def _alias(el: etree._Element) -> str | None:
+    alias = el.find("alias")
+    return alias.get("name") if alias is not None else None
 
 
 def _address(el: etree._Element) -> dict[str, str] | None:

@@ -10,6 +10,7 @@ import pytest
 from pytest_kvmio.errors import CouldNotJudge
 from pytest_kvmio.facts.guest import guest_host
 from pytest_kvmio.facts.guest_errors import GuestError, GuestUnavailable
+from pytest_kvmio.facts.guestboot import read_guest_boot
 from pytest_kvmio.facts.guestmap import Unmapped, map_guest_disks
 from pytest_kvmio.facts.host import HostFacts
 from pytest_kvmio.facts.targets import Target
@@ -163,6 +164,15 @@ def guest_disk(disk: Disk, guest: Any, request: pytest.FixtureRequest) -> Any:
         why = found.reason if found is not None else "not probed"
         pytest.fail(f"{disk.id}: cannot find this disk in the guest: {why}", pytrace=False)
     return found
+
+
+@pytest.fixture
+def guest_boot(domain: Domain, guest: Any, request: pytest.FixtureRequest) -> Any:
+    """What sets the guest's I/O schedulers at boot (`model.guestboot.BootProbe`), read once per guest."""
+    state = _state(request)
+    if domain.id not in state.guest_boots:
+        state.guest_boots[domain.id] = read_guest_boot(guest)
+    return state.guest_boots[domain.id]
 
 
 @pytest.fixture
