@@ -74,7 +74,9 @@ def test_hostile_image_paths_reach_qemu_img_verbatim_and_cannot_forge_facts(in_t
         conn.close()
     every = sorted({d.source_file for dom in domains for d in dom.disks if d.source_file})  # the driver's own too
     assert set(paths) <= set(every)
-    assert shlex.split(commands[0]) == ["timeout", str(COMMAND_TIMEOUT), "sh", "-c", host_script(every, [])]
+    argv = shlex.split(commands[0])  # one `sh -c` whose script names each path as one quoted word
+    assert argv[:4] == ["timeout", str(COMMAND_TIMEOUT), "sh", "-c"] and len(argv) == 5, argv[:4]
+    assert all(f" {shlex.quote(p)}" in argv[4] for p in every), "a path split or changed on its way to the script"
     assert set(facts.images) == set(every)  # each path one word for the shell, and read back whole
     for path in paths:
         image = facts.images[path]

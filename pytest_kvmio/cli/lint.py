@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import pytest_kvmio.suites
-
+from pytest_kvmio.plugin.options import add_shared
 
 #: The suite of the performance rules, left out: they judge fio results, never domain XML.
 PERF_SUITE = "test_perf.py"
@@ -31,7 +31,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="domain XML files, folders (their *.xml, recursively) or quoted globs")
     parser.add_argument("--assume", metavar="FACTS",
-                        help="host facts to judge against, e.g. kernel=6.1,qemu=7.2,libvirt=9.0")
+                        help="host facts to judge against, e.g. kernel=6.1,qemu=7.2,libvirt=9.0 (with --host-facts: "
+                        "overrides the facts it names)")
+    add_shared(parser.add_argument, ("--host-facts",))
     parser.add_argument("--rule", action="append", metavar="ID",
                         help="only the rules with this id or glob (repeatable), e.g. disk-cache-safe or 'disk-*'")
     parser.add_argument("--json", metavar="FILE", help="write the verdicts as JSON here (pytest's --kvmio-json)")
@@ -56,6 +58,7 @@ def pytest_args(args: argparse.Namespace, rootdir: Path) -> list[str]:
     argv += [f"--domain-xml={path}" for path in args.paths]
     if args.assume is not None:
         argv.append(f"--assume={args.assume}")
+    argv += [f"--host-facts={saved.path}" for saved in getattr(args, "kvmio_host_facts", None) or []]
     argv += [f"--kvmio-rule={rule}" for rule in args.rule or []]
     if args.json is not None:
         argv.append(f"--kvmio-json={args.json}")

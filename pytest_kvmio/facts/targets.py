@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +87,13 @@ class Target:
         return "disk" if self.disk else "domain" if self.domain else "host"
 
 
-def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str], None]) -> HostTarget:
-    """Connect to one host (testinfra + read-only libvirt) and read its facts; never raise."""
+def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str], None],
+              domains: Sequence[str] = ()) -> HostTarget:
+    """Connect to one host (testinfra + read-only libvirt) and read its facts; never raise.
+
+    `domains` (`--domain` globs) selects the domains whose images and QEMU processes the host command reads (every
+    domain's XML is still read: fixes place IOThreads away from the neighbours' pins).
+    """
     import testinfra
 
     uri = spec.libvirt_uri(uri_template)
@@ -109,7 +114,8 @@ def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str]
             )
         target.connection = open_readonly(uri, host=spec.name)
         target.facts, target.domains = collect_host_facts(
-            spec.name, target.testinfra_host, target.connection, uri
+            spec.name, target.testinfra_host, target.connection, uri,
+            wanted=(lambda name: matches_any(name, domains)) if domains else None,
         )
         target.facts.libvirt_uri = uri
         target.leave_out_other_drivers()
@@ -118,6 +124,11 @@ def load_host(spec: HostSpec, uri_template: str | None, progress: Callable[[str]
     except Exception as exc:  # testinfra backends raise their own types for connection failures
         target.error = redact_uri(f"{spec.name}: unreachable via {spec.testinfra_spec}: {type(exc).__name__}: {exc}")
     return target
+
+
+def matches_any(name: str, globs: Sequence[str]) -> bool:
+    """Return whether a domain name matches any `--domain` glob (case-sensitive, as libvirt's names are)."""
+    return any(fnmatch.fnmatchcase(name, g) for g in globs)
 
 
 def filter_domains(hosts: list[HostTarget], globs: list[str] | None) -> list[str]:

@@ -12,7 +12,10 @@ is reported by name, never guessed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from lxml import etree
 
 from pytest_kvmio.model.versions import Version
 
@@ -57,6 +60,8 @@ class MachineType:
     upstream: tuple[int, int] | None = None
     #: (major, minor, micro) of a downstream RHEL name, e.g. (8, 2, 0) for pc-q35-rhel8.2.0.
     downstream: tuple[int, int, int] | None = None
+    #: The alias the host's machine types resolved to this name (`q35`; "" for no machine attribute), else None.
+    host_alias: str | None = None
 
     @property
     def is_alias(self) -> bool:
@@ -65,7 +70,83 @@ class MachineType:
 
     @property
     def label(self) -> str:
+        if self.host_alias is not None:
+            given = self.host_alias or "default (no machine attribute)"
+            return f"machine type {given} ({self.name} on the host)"
         return f"machine type {self.name}" if self.name else "machine type default (no machine attribute)"
+
+
+@dataclass(frozen=True)
+class HostMachines:
+    """The machine types a host's QEMU offers for one guest architecture, as libvirt's capabilities list them.
+
+    libvirt lists the default machine type first (QEMU's `is-default` one, moved to the front in
+    qemu_capabilities.c), and an alias as its own <machine canonical='pc-q35-7.2'>q35</machine>. When a domain is
+    defined, libvirt stores the canonical name in its XML (and the default for a domain without one): this is what
+    a template's alias becomes on that host.
+    """
+
+    names: tuple[str, ...] = ()
+    #: alias -> canonical name (`q35` -> `pc-q35-7.2`).
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    default: str | None = None
+
+    def canonical(self, name: str | None) -> str | None:
+        """Return the versioned name libvirt would store for `name` (None: no machine attribute), None when unknown."""
+        if not name:
+            return self.aliases.get(self.default, self.default) if self.default else None
+        return self.aliases.get(name)
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the machine types as plain values (a host facts file's `machine_types.<arch>`)."""
+        return {"default": self.default, "aliases": dict(sorted(self.aliases.items())), "names": list(self.names)}
+
+
+def host_machines_from_capabilities(capabilities_xml: str) -> dict[str, HostMachines]:
+    """Return the machine types of each guest architecture in libvirt's capabilities XML (<guest><arch><machine>).
+
+    An architecture's machines are those of its <arch>; a <domain type> that lists its own (another emulator for
+    KVM) adds them. Architectures are keyed by name (`x86_64`); an unreadable document gives {}.
+    """
+    try:
+        root = etree.fromstring(capabilities_xml.encode(), parser=etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return {}
+    out: dict[str, HostMachines] = {}
+    for arch in root.iterfind("guest/arch"):
+        arch_name = arch.get("name")
+        if not arch_name:
+            continue
+        names: list[str] = []
+        aliases: dict[str, str] = {}
+        for machine in [*arch.iterfind("machine"), *arch.iterfind("domain/machine")]:
+            text = (machine.text or "").strip()
+            if not text:
+                continue
+            canonical = machine.get("canonical")
+            if canonical and canonical != text:
+                aliases.setdefault(text, canonical)
+            if text not in names:
+                names.append(text)
+        if not names:
+            continue
+        known = out.get(arch_name)
+        if known is not None:  # the same arch under another <guest> (os_type): keep the first default
+            names = [*known.names, *(n for n in names if n not in known.names)]
+            aliases = {**aliases, **known.aliases}
+        out[arch_name] = HostMachines(tuple(names), aliases, known.default if known else names[0])
+    return out
+
+
+def resolve_on_host(machine: MachineType, canonical: str | None) -> MachineType:
+    """Return the versioned machine type an alias (or no machine attribute) is on a host, `canonical` being the name
+    the host's machine types give it (HostMachines.canonical); the alias itself when that is unknown or unplaceable."""
+    if not machine.is_alias or not canonical:
+        return machine
+    resolved = parse_machine(canonical)
+    if resolved.family is None or resolved.is_alias:
+        return machine
+    return replace(resolved, host_alias=machine.name or "")
 
 
 def parse_machine(name: str | None, arch: str | None = None) -> MachineType:

@@ -18,6 +18,8 @@ MASK = "***"
 SECRET_ATTRIBUTES = ("passwd", "password", "secret", "token")
 #: Elements that name a libvirt secret: their identifying attributes are masked too.
 SECRET_REFERENCES = ("secret",)
+#: Words every masked attribute name or element tag holds (SECRET_ATTRIBUTES, SECRET_REFERENCES, <cookie>).
+_MAYBE_SECRET = re.compile("|".join((*SECRET_ATTRIBUTES, *SECRET_REFERENCES, "cookie")), re.IGNORECASE)
 _SECRET_NAME = re.compile(r"pass|secret|token|cookie|auth|credential", re.IGNORECASE)
 _USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@", re.IGNORECASE)
 _QUERY = re.compile(r"(?P<key>[?&;](?P<name>[^=&;#\s]+)=)(?P<value>[^&;#\s]*)")
@@ -35,9 +37,14 @@ def redact_xml(xml: str | bytes) -> str:
     return redacted_text(root)
 
 
-def redacted_text(root: etree._Element) -> str:
-    """Return the XML text of a parsed document with secret values masked (the tree itself is not changed)."""
-    root = copy.deepcopy(root)
+def redacted_text(root: etree._Element, *, in_place: bool = False) -> str:
+    """Return the XML text of a parsed document with secret values masked (the tree itself is not changed, unless
+    `in_place`: a copy of the caller's own is masked where it is)."""
+    text = etree.tostring(root, encoding="unicode")
+    if not _MAYBE_SECRET.search(text):  # names and tags are never escaped: without these words nothing is masked
+        return text
+    if not in_place:
+        root = copy.deepcopy(root)
     for el in root.iter():
         if not isinstance(el.tag, str):
             continue

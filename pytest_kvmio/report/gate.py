@@ -87,6 +87,9 @@ def describe_hosts(hosts: list[dict[str, Any]]) -> str:
             continue
         versions = [f"{label} {host[key]}" for label, key in
                     (("kernel", "kernel"), ("QEMU", "qemu"), ("libvirt", "libvirt")) if host.get(key)]
+        if host.get("host_facts_file"):  # `offline` or `offline@hv01`, judged on a `kvmio facts save` file
+            parts.append(f"offline lint as {host.get('saved_from')} ({host['host_facts_file']}: {', '.join(versions)})")
+            continue
         if host.get("offline"):
             parts.append("offline lint" + (f" (assumed {', '.join(versions)})" if versions else ""))
             continue
