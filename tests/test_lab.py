@@ -28,7 +28,7 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
         "kvmio-lab-legacy/vdd": ["disk-cache-safe", "disk-iothread-assigned"],
     },
     "kvmio-lab-pinning": {
-        "kvmio-lab-pinning": ["domain-iothread-pinned"],
+        "kvmio-lab-pinning": ["domain-iothread-pinned", "domain-pending-restart", "domain-runtime-pinning"],
         "kvmio-lab-pinning/vdb": ["disk-direct-io-for-async"],
         "kvmio-lab-pinning/vdc": ["disk-multiqueue"],
         "kvmio-lab-pinning/sda": ["disk-iothread-assigned", "disk-multiqueue"],
@@ -38,6 +38,9 @@ EXPECTED: dict[str, dict[str, list[str]]] = {
     "kvmio-lab-vhost": {
         "kvmio-lab-vhost": [], "kvmio-lab-vhost/vdb": [], "kvmio-lab-vhost/vdc": [],
         "kvmio-lab-vhost/vdd": ["disk-vhost-reconnect"],
+    },
+    "kvmio-lab-fix": {
+        "kvmio-lab-fix": [], "kvmio-lab-fix/vdb": ["disk-cache-safe", "disk-discard-unmap", "disk-iothread-assigned"],
     },
     "kvmio-lab-offline-uring": {
         "kvmio-lab-offline-uring": [], "kvmio-lab-offline-uring/vdb": ["disk-io-mode-valid"],
@@ -55,7 +58,7 @@ EXPECTED_GUEST: dict[str, dict[str, list[str]]] = {
     "kvmio-lab-good": {"kvmio-lab-good/vdb": [], "kvmio-lab-good/vdc": [], "kvmio-lab-good/sda": []},
     "kvmio-lab-legacy": {
         "kvmio-lab-legacy/vdb": ["guest-scheduler-none"],
-        "kvmio-lab-legacy/vdc": ["guest-irq-spread"],
+        "kvmio-lab-legacy/vdc": ["guest-irq-spread", "guest-scheduler-persistent"],
         "kvmio-lab-legacy/vdd": [],
     },
     "kvmio-lab-pinning": {
@@ -66,13 +69,14 @@ EXPECTED_GUEST: dict[str, dict[str, list[str]]] = {
     "kvmio-lab-overlap": {},
     "kvmio-lab-ab": {"kvmio-lab-ab/vdb": [], "kvmio-lab-ab/vdc": []},
     "kvmio-lab-vhost": {"kvmio-lab-vhost/vdb": [], "kvmio-lab-vhost/vdc": [], "kvmio-lab-vhost/vdd": []},
+    "kvmio-lab-fix": {},
 }
 LAB_RULES = {
     "disk-io-mode-valid", "disk-direct-io-for-async", "disk-native-not-sparse", "disk-iothread-assigned",
     "domain-iothread-pinned", "disk-multiqueue", "disk-discard-unmap", "disk-cache-safe",
-    "disk-vhost-shared-memory", "disk-vhost-reconnect",
+    "disk-vhost-shared-memory", "disk-vhost-reconnect", "domain-runtime-pinning", "domain-pending-restart",
 }
-GUEST_RULES = {"guest-scheduler-none", "guest-queues-active", "guest-irq-spread"}
+GUEST_RULES = {"guest-scheduler-none", "guest-scheduler-persistent", "guest-queues-active", "guest-irq-spread"}
 
 
 @pytest.mark.parametrize("spec", topology.DOMAINS + topology.OFFLINE, ids=lambda s: s.name)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pytest_kvmio.facts.host import HostFacts
 from pytest_kvmio.facts.targets import Target
 from pytest_kvmio.fix.edits import Edit
 from pytest_kvmio.fix.remedies import XML_REMEDIES, Remedy, offline_target, remedies
+from pytest_kvmio.fix.sourcetext import Change, NotEditable, SourceText, changes, decode, encode, redacted_source
 from pytest_kvmio.model.domain import SAFE_PARSER, Domain, DomainXMLError, domain_of, parse_documents
 from pytest_kvmio.model.redact import redacted_text
 from pytest_kvmio.verdict.catalogue import lookup
@@ -79,19 +81,22 @@ def _lines(text: str) -> list[str]:
     return [line + "\n" for line in text.splitlines()]
 
 
-def targets_of(domain: Domain, facts: HostFacts) -> Iterable[tuple[str, Target]]:
-    """Yield (level, target) for the domain and each of its storage disks."""
-    yield "domain", offline_target(domain, facts)
+def targets_of(domain: Domain, facts: HostFacts, neighbours: Sequence[Domain] = ()) -> Iterable[tuple[str, Target]]:
+    """Yield (level, target) for the domain and each of its storage disks (`neighbours`: the host's other domains)."""
+    yield "domain", offline_target(domain, facts, neighbours=neighbours)
     for disk in domain.disks:
         if disk.is_storage:
-            yield "disk", offline_target(domain, facts, disk)
+            yield "disk", offline_target(domain, facts, disk, neighbours=neighbours)
 
 
-def findings(domain: Domain, facts: HostFacts, rules: Iterable[str]) -> list[Finding]:
-    """Return every rule of `rules` that fails on the domain or its disks (by the catalogue's level), with its remedies."""
+def findings(domain: Domain, facts: HostFacts, rules: Iterable[str], neighbours: Sequence[Domain] = ()) -> list[Finding]:
+    """Return every rule of `rules` that fails on the domain or its disks (by the catalogue's level), with its remedies.
+
+    `neighbours`: the host's other domains (live), whose pins IOThread placement avoids crowding.
+    """
     out = []
     levels = {rule: entry.level for rule in rules if (entry := lookup(rule)) is not None}
-    for level, target in targets_of(domain, facts):
+    for level, target in targets_of(domain, facts, neighbours):
         for rule, rule_level in levels.items():
             if rule_level != level:
                 continue
@@ -103,13 +108,15 @@ def findings(domain: Domain, facts: HostFacts, rules: Iterable[str]) -> list[Fin
 
 def fix_domain(root: etree._Element, facts: HostFacts, rules: Iterable[str] | None = None, *,
                source: str = "domain", running: bool | None = None, template: Domain | None = None,
-               stand_in: tuple[str, ...] = (), label: str | None = None) -> FixResult:
+               stand_in: tuple[str, ...] = (), label: str | None = None,
+               neighbours: Sequence[Domain] = ()) -> FixResult:
     """Fix the XML rules' failures of a parsed `<domain>` in place; return what changed and what is left.
 
     `root` may carry secrets (a file, or XML read with VIR_DOMAIN_XML_SECURE): the result's texts are redacted.
     `template` is the domain as read with its host facts (image allocation, vhost-user backends), kept across edits.
     `stand_in`: domain types fixed as QEMU's all the same (libvirt's test driver, see collect.targets).
     `label`: what target ids say instead of the name (offline: `<file>:<name>`, as lint names them).
+    `neighbours`: the host's other domains (live): IOThreads are placed where their pins crowd least.
     """
     wanted = list(rules) if rules is not None else list(XML_REMEDIES)
     before = redacted_text(root)
@@ -123,7 +130,7 @@ def fix_domain(root: etree._Element, facts: HostFacts, rules: Iterable[str] | No
         domain = _reparse(root, source, facts, running, label)
         if template is not None:
             with_images(domain, template)
-        found = findings(domain, facts, wanted)
+        found = findings(domain, facts, wanted, neighbours)
         left = {}
         applied = False
         for finding in found:
@@ -167,7 +174,52 @@ def with_images(domain: Domain, template: Domain) -> Domain:
     images = {d.target: (d.image, d.backend) for d in template.disks}
     for disk in domain.disks:
         disk.image, disk.backend = images.get(disk.target, (None, None))
+    domain.machine_on_host = template.machine_on_host  # an alias as the host resolves it (facts/host.py)
     return domain
+
+
+@dataclass
+class FixedDocument:
+    """A document fixed as text: the input's bytes, edited where the fix changed something."""
+
+    result: FixResult
+    data: bytes
+    #: Why the tree was written out anew instead of edited in place (None: edited in place, or nothing to change).
+    rewritten: str | None = None
+    encoding: str = "utf-8"
+    #: The changes as XPath settings (virt-xml --xml), when the text was edited in place.
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return self.data.decode(self.encoding)
+
+
+def fix_document(data: bytes, facts: HostFacts, rules: Iterable[str] | None = None, *, source: str,
+                 **options: Any) -> FixedDocument:
+    """Fix one domain's XML document (a file's bytes, or XML libvirt returned) keeping its text outside the edits.
+
+    `options` are fix_domain's. The result's diff is of the redacted texts, so it shows what `diff -u` shows.
+    """
+    root = parse_root(data, source)
+    encoding = root.getroottree().docinfo.encoding or "utf-8"
+    why: str | None = None
+    try:
+        text: SourceText | None = SourceText(decode(data, root), root)
+    except NotEditable as exc:
+        text, why = None, str(exc)
+    result = fix_domain(root, facts, rules, source=source, **options)
+    if not result.changed:
+        return FixedDocument(result, data, None, encoding)
+    if text is not None:
+        try:
+            patched = text.patched()
+        except NotEditable as exc:
+            why = str(exc)
+        else:
+            result.before, result.after = redacted_source(text.text), redacted_source(patched)
+            return FixedDocument(result, encode(patched, root), None, encoding, changes(text))
+    return FixedDocument(result, etree.tostring(root, encoding="utf-8") + b"\n", why, "utf-8")
 
 
 def parse_root(data: bytes, source: str) -> etree._Element:
@@ -179,17 +231,24 @@ def parse_root(data: bytes, source: str) -> etree._Element:
     return roots[0]
 
 
-def as_json(remedies_: list[Remedy], domain_root: etree._Element | None) -> dict[str, Any]:
-    """Return the `fix` of a failed verdict: the preferred remedy, its diff, then the alternatives."""
+def as_json(remedies_: list[Remedy], domain_root: etree._Element | None, before: str | None = None) -> dict[str, Any]:
+    """Return the `fix` of a failed verdict: the preferred remedy, its diff, then the alternatives.
+
+    `before` is the redacted text of `domain_root` when the caller has it (the root is never changed: edits go to a
+    copy).
+    """
+    if domain_root is not None and before is None and any(r.edits for r in remedies_):
+        before = redacted_text(domain_root)
+    before_lines = _lines(before) if before is not None else []
+
     def one(remedy: Remedy) -> dict[str, Any]:
         patch = None
-        if remedy.edits and domain_root is not None:
-            before = redacted_text(domain_root)
+        if remedy.edits and domain_root is not None and before is not None:
             patched = copy.deepcopy(domain_root)
             for edit in remedy.edits:
                 edit(patched)
             name = domain_root.findtext("name") or "domain"
-            patch = "".join(difflib.unified_diff(_lines(before), _lines(redacted_text(patched)),
+            patch = "".join(difflib.unified_diff(before_lines, _lines(redacted_text(patched, in_place=True)),
                                                  fromfile=f"a/{name}.xml", tofile=f"b/{name}.xml"))
         out: dict[str, Any] = {
             "summary": remedy.summary, "xml_patch": patch,
@@ -218,7 +277,14 @@ def verdict_fix(rule: str, target: Target) -> dict[str, Any]:
     if not found:
         return {"summary": f"{target.id}: kvmio has no computed fix for {rule}; see the message",
                 "xml_patch": None, "virt_xml": None, "host_commands": [], "takes_effect": None}
-    root = None
     if target.domain is not None and any(r.edits for r in found):
-        root = etree.fromstring(target.domain.xml.encode(), parser=SAFE_PARSER)  # the redacted XML: diffs show no secrets
-    return as_json(found, root)
+        return as_json(found, *_redacted_tree(target.domain.xml))
+    return as_json(found, None)
+
+
+@functools.lru_cache(maxsize=1024)  # items run rule by rule over every domain: hold a fleet's
+def _redacted_tree(xml: str) -> tuple[etree._Element, str]:
+    """Return a domain's XML parsed, and its redacted text: read once for every failed verdict of the domain (as_json
+    only ever edits a copy of the tree)."""
+    root = etree.fromstring(xml.encode(), parser=SAFE_PARSER)  # the redacted XML: diffs show no secrets
+    return root, redacted_text(root)

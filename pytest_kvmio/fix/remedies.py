@@ -14,12 +14,13 @@ from __future__ import annotations
 import difflib
 import shlex
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pytest_kvmio.facts.host import HostFacts
 from pytest_kvmio.facts.targets import HostTarget, Target
 from pytest_kvmio.fix import edits
+from pytest_kvmio.fix.placement import crowding, place_iothreads
 from pytest_kvmio.model.checks import (
     async_io_is_direct,
     cache_is_safe,
@@ -29,6 +30,7 @@ from pytest_kvmio.model.checks import (
     iothread_use,
     native_image_not_sparse,
     queue_layout,
+    runtime_pinning,
     thin_image_discards,
     vhost_memory,
 )
@@ -40,6 +42,7 @@ from pytest_kvmio.model.domain import (
     Disk,
     Domain,
 )
+from pytest_kvmio.model.hostcpus import HostCpus
 from pytest_kvmio.verdict.catalogue import Scope, lookup
 
 #: When a change takes effect: `define` (a file or a stopped domain: when it is defined), `restart` (a running domain
@@ -282,42 +285,45 @@ def _pinned(target: Target, facts: HostFacts | None) -> list[Remedy]:
     assert domain is not None
     if iothread_pinning(domain).holds:
         return []
-    cpus = facts.cpu_count if facts is not None else None
-    if cpus is None:
+    host = _host_cpus(facts)
+    if host is None:
         return [Remedy(f"{domain.id}: pin IOThreads {list(domain.iothread_ids)} to host CPUs no vCPU may use",
                        needs="the host's CPU count: run against the host (--host) or pass --assume cpus=N")]
-    every = frozenset(range(cpus))
-    pinned_vcpus = {v: domain.vcpu_cpus(v) for v in range(domain.vcpus)}
-    held = frozenset().union(*(c for c in pinned_vcpus.values() if c is not None))
     # A pin of an IOThread the domain does not define (libvirt refuses it) goes: no vCPU can be kept off it.
     stray = sorted(t for t in domain.iothread_pins if t not in domain.iothread_ids)
-    kept = {t: p for t, p in domain.iothread_pins.items() if not (p & held) and p <= every and t not in stray}
-    free = sorted(every - held - frozenset().union(*kept.values()))
-    # IOThreads already pinned apart stay; the others go to the highest host CPUs no pinned vCPU holds, and
-    # unpinned vCPUs get the rest.
-    reserved = frozenset(free[-1:]) if free else frozenset()
-    if not reserved and not kept:
-        return [Remedy(f"{domain.id}: every host CPU is held by a pinned vCPU; free one for the IOThreads",
-                       needs="a host CPU no vCPU is pinned to")]
-    io_cpus = reserved or frozenset().union(*kept.values())
-    vcpu_cpus = every - io_cpus - frozenset().union(*kept.values())
-    if not vcpu_cpus:
-        return [Remedy(f"{domain.id}: the host has {cpus} CPU(s): none left for vCPUs beside the IOThreads' "
-                       f"{format_cpuset(io_cpus | frozenset().union(*kept.values()))}",
-                       needs=f"a host CPU for the vCPUs besides the IOThreads' (the host has {cpus})")]
-    iothread_pins: dict[int, str | None] = {t: format_cpuset(io_cpus) for t in domain.iothread_ids if t not in kept}
-    vcpu_pins = {v: format_cpuset(vcpu_cpus) for v, c in pinned_vcpus.items() if c is None or c & io_cpus}
-    parts = []
-    if iothread_pins:
-        parts.append(f"IOThread(s) {sorted(iothread_pins)} on host CPU {format_cpuset(io_cpus)}")
-    if vcpu_pins:
-        parts.append(f"vCPU(s) {sorted(vcpu_pins)} on {format_cpuset(vcpu_cpus)}")
-    what = ["pin " + " and ".join(parts) + f" (host has {cpus} CPUs)"] if parts else []
+    others = [d for d in target.host.domains if d is not domain and d.name != domain.name]
+    placed = place_iothreads(host, domain.iothread_ids, {v: domain.vcpu_cpus(v) for v in range(domain.vcpus)},
+                             emulator=domain.emulator_pin, pinned=domain.iothread_pins,
+                             crowd=crowding([p for d in others for p in _pins_of(d)]))
+    if placed.needs is not None:
+        return [Remedy(f"{domain.id}: cannot place IOThreads {list(domain.iothread_ids)} apart from the vCPUs on "
+                       f"{host.count} host CPU(s)", needs=placed.needs)]
+    iothread_pins: dict[int, str | None] = {t: format_cpuset(set(c)) for t, c in placed.iothreads.items()}
+    vcpu_pins = {v: format_cpuset(set(c)) for v, c in placed.vcpus.items()}
+    what = [placed.describe(host)] if iothread_pins or vcpu_pins else []
     if stray:
         what.append(f"drop the <iothreadpin> of undefined IOThread(s) {stray}")
         iothread_pins.update(dict.fromkeys(stray))
     return [Remedy(f"{domain.id}: " + ", ".join(what), [edits.pins(vcpu_pins, iothread_pins)],
                    takes_effect=_effect(domain))]
+
+
+def _host_cpus(facts: HostFacts | None) -> HostCpus | None:
+    """Return the host's CPUs by NUMA node: from its facts, else `cpu_count` CPUs on one node; None when unknown."""
+    if facts is None:
+        return None
+    if facts.host_cpus is not None and facts.host_cpus.count:
+        return facts.host_cpus
+    return HostCpus.flat(facts.cpu_count) if facts.cpu_count else None
+
+
+def _pins_of(domain: Domain) -> list[frozenset[int]]:
+    """Return the CPU sets a domain pins its threads to (vCPUs, IOThreads, emulator): what crowds a host CPU."""
+    pins = [c for v in range(domain.vcpus) if (c := domain.vcpu_cpus(v)) is not None]
+    pins.extend(domain.iothread_pins.values())
+    if domain.emulator_pin is not None:
+        pins.append(domain.emulator_pin)
+    return pins
 
 
 # --- host and guest rules: text and commands, never applied -------------------------------------------------------
@@ -372,6 +378,41 @@ def _guest_irq(target: Target, facts: HostFacts | None) -> list[Remedy]:
                    "smp_affinity per queue)", guest_commands=["systemctl enable --now irqbalance"], takes_effect="live")]
 
 
+def _runtime_pinning(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    domain = target.domain
+    assert domain is not None
+    host_cpus = facts.host_cpus.cpus if facts is not None and facts.host_cpus else None
+    commands = []
+    for drift in runtime_pinning(domain, host_cpus).drifts:
+        cpus = format_cpuset(drift.declared)
+        if drift.declared_by.startswith("unpinned"):
+            commands.append(f"taskset -pc {cpus} {drift.tid}")
+        else:
+            verb = "vcpupin" if drift.kind == "vCPU" else "iothreadpin"
+            commands.append(f"virsh {verb} {shlex.quote(domain.name)} {drift.number} {cpus} --live")
+    return [Remedy(f"{target.id}: put the threads back on the CPUs the XML pins them to (libvirt resets the thread's "
+                   "cgroup cpuset and affinity); then find what moved them", host_commands=commands,
+                   takes_effect="live")] if commands else []
+
+
+def _restart(what: str) -> Remedies:
+    def remedy(target: Target, facts: HostFacts | None) -> list[Remedy]:
+        domain = target.domain
+        assert domain is not None
+        name = shlex.quote(domain.name)
+        wait = shlex.quote(f"until virsh domstate {name} | grep -q 'shut off'; do sleep 2; done")
+        return [Remedy(f"{target.id}: {what}", host_commands=[
+            f"virsh shutdown {name}", f"timeout 300 sh -c {wait}", f"virsh start {name}"], takes_effect="restart")]
+    return remedy
+
+
+def _scheduler_at_boot(target: Target, facts: HostFacts | None) -> list[Remedy]:
+    return [Remedy(f"{target.id}: in the guest, a udev rule that sets none on virtio disks at every boot",
+                   guest_commands=[("echo 'ACTION==\"add|change\", KERNEL==\"vd[a-z]*\", "
+                                    "ATTR{queue/scheduler}=\"none\"' > /etc/udev/rules.d/60-kvmio-scheduler.rules")],
+                   takes_effect="live")]
+
+
 XML_REMEDIES: dict[str, Remedies] = {
     "disk-io-mode-valid": _io_mode,
     "disk-direct-io-for-async": _direct_io,
@@ -397,6 +438,11 @@ OTHER_REMEDIES: dict[str, Remedies] = {
     "guest-scheduler-none": _guest_scheduler,
     "guest-queues-active": _guest_queues,
     "guest-irq-spread": _guest_irq,
+    "guest-scheduler-persistent": _scheduler_at_boot,
+    "domain-runtime-pinning": _runtime_pinning,
+    "disk-runtime-settings": _restart("restart the domain so QEMU runs the disk settings of its XML (shut down, start)"),
+    "domain-pending-restart": _restart("restart the domain so its persistent definition takes effect (or `kvmio fix "
+                                       "--apply --restart`, which checks the result)"),
 }
 
 
@@ -409,7 +455,8 @@ def remedies(rule: str, target: Target, facts: HostFacts | None) -> list[Remedy]
     return found(target, facts) if found else []
 
 
-def offline_target(domain: Domain, facts: HostFacts, disk: Disk | None = None) -> Target:
-    """Return a target of a domain (or one of its disks) on a host with `facts`."""
-    host = HostTarget(name=facts.name, spec=None, facts=facts, domains=[domain])
+def offline_target(domain: Domain, facts: HostFacts, disk: Disk | None = None, *,
+                   neighbours: Sequence[Domain] = ()) -> Target:
+    """Return a target of a domain (or one of its disks) on a host with `facts` (and `neighbours`, its other domains)."""
+    host = HostTarget(name=facts.name, spec=None, facts=facts, domains=[domain, *neighbours])
     return Target(host, domain, disk)

@@ -11,6 +11,7 @@ from typing import Any
 
 import libvirt
 import libvirt_qemu
+from lxml import etree
 
 from pytest_kvmio.errors import CommandError
 from pytest_kvmio.files.atomic import write_atomically
@@ -23,6 +24,7 @@ from pytest_kvmio.lab import (
     lock,
     manifest,
     preflight,
+    seeds,
     sshd,
     topology,
     vhost,
@@ -86,15 +88,43 @@ def _define(
         xml_paths[spec.name] = str(path)
         existing = _lookup(conn, spec.name)
         if existing is not None:
-            if xmlgen.spec_hash(existing.XMLDesc(0)) == xmlgen.spec_hash(xml):
+            if xmlgen.spec_hash(existing.XMLDesc(0)) == xmlgen.spec_hash(xml) and not _drifted(existing, spec, paths):
                 continue
             _remove_domain(existing)
         try:
-            conn.defineXML(xml)
+            defined = conn.defineXML(xml)
         except libvirt.libvirtError as exc:
             raise CommandError(f"libvirt refused {path}: {exc}") from exc
+        if spec.restore_drift:
+            defined_xml(paths, spec.name).write_text(defined.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         changed.append(spec.name)
     return xml_paths, changed
+
+
+def defined_xml(paths: LabPaths, name: str) -> Path:
+    """Return where the lab keeps the persistent XML libvirt reported right after defining a domain it restores."""
+    return paths.xml / f"{name}.defined.xml"
+
+
+def _drifted(dom: libvirt.virDomain, spec: topology.DomainSpec, paths: LabPaths) -> bool:
+    """Return whether a domain the lab restores (tests change it) no longer has the persistent XML it was defined with."""
+    if not spec.restore_drift:
+        return False
+    recorded = defined_xml(paths, spec.name)
+    return not recorded.is_file() or _normalized(recorded.read_text()) != _normalized(
+        dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+
+def _normalized(xml: str) -> bytes:
+    """Return persistent XML without what libvirt changes by itself: blank text, the order of <devices> (its first
+    start moves the controllers it added at define time)."""
+    root = etree.fromstring(xml.encode(), parser=etree.XMLParser(remove_blank_text=True, resolve_entities=False))
+    devices = root.find("devices")
+    if devices is not None:
+        children = sorted(devices, key=lambda el: etree.tostring(el, method="c14n"))
+        for child in children:
+            devices.append(child)
+    return etree.tostring(root, method="c14n")
 
 
 def _undefine_changed(conn: libvirt.virConnect, names: list[str]) -> None:
@@ -258,6 +288,10 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
     with progress.step("guest-ssh") as info:
         guest_ssh = guestssh.ensure(conn, sshd.SshFiles(paths), guest_port)
         info.note = ", ".join(f"{name} on 127.0.0.1:{p}" for name, p in guest_ssh["ports"].items())
+    with progress.step("seeds") as info:
+        for line in seeds.apply(conn):
+            progress.say(f"seeds: {line}")
+        info.note = "runtime seeds applied (lab/seeds.py)"
     with progress.step("manifest") as info:
         doc = manifest.build(topology.DOMAINS, offline, xml_paths, _host_cpus(), ssh,
                              accel.accel_name(domain_type), LIBVIRT_URI, guest_ssh=guest_ssh,

@@ -58,7 +58,11 @@ class DiskSpec:
     discard: str | None = None
     iothread: int | None = None
     queues: int | None = None
-    guest_scheduler: str = "none"  # what the guest init leaves (kvmio.sched= knob when not none)
+    # None: what the guest kernel picks (none with more than one hardware queue, else mq-deadline); else the scheduler
+    # an OpenRC-style boot script (/etc/local.d/kvmio-scheduler.start, from the kvmio.sched= knob) sets at every boot
+    guest_scheduler: str | None = None
+    # Written after boot over the guest agent by `kvmio lab up` (lab/seeds.py): lost at the next reboot
+    guest_scheduler_by_hand: str | None = None
     # A vhost-user-blk disk served by a qemu-storage-daemon the lab runs (lab/vhost.py) from `image`:
     vhost: bool = False
     reconnect: int | None = None  # <reconnect enabled='yes' timeout=N/> on its socket; None: no <reconnect>
@@ -86,6 +90,15 @@ class DomainSpec:
     ssh: bool = False
     # True: <memoryBacking><source type='memfd'/><access mode='shared'/>, which vhost-user disks need
     shared_memory: bool = False
+    memory_mib: int = MEMORY_MIB
+    # True: `kvmio lab up` defines it again when its persistent XML differs from what the lab defined (tests change it)
+    restore_drift: bool = False
+
+    # Seeds `kvmio lab up` applies to the running domain after boot (lab/seeds.py), lost at a restart, re-applied on
+    # every `up`. IOThread id -> host CPUs its thread is moved to behind libvirt's back:
+    drift_iothreads: dict[int, str] = field(default_factory=dict)
+    # (disk target, <driver> attribute, value) defined into the persistent XML while the domain runs: a pending restart
+    pending_restart: tuple[tuple[str, str, str], ...] = ()
 
     def controller_of(self, disk: DiskSpec) -> ScsiController | None:
         return self.scsi if disk.bus == "scsi" else None
@@ -111,6 +124,7 @@ AB_URING = _img("ab-uring", "raw", "prealloc")
 VHOST_VIRTIO = _img("vhost-virtio", "raw", "full")
 VHOST_USER = _img("vhost-user", "raw", "full")
 VHOST_NORECONNECT = _img("vhost-noreconnect", "raw", "prealloc")
+FIX_THIN = _img("fix-thin", "qcow2", "thin")
 
 
 
@@ -145,30 +159,39 @@ DOMAINS: tuple[DomainSpec, ...] = (
     DomainSpec(
         name="kvmio-lab-legacy",
         purpose="legacy template: no iothreads, native on thin qcow2, writethrough/threads single queue, "
-        "cache unsafe, mq-deadline left in the guest",
+        "cache unsafe, mq-deadline left in the guest, a guest scheduler set by hand (lost at reboot)",
         disks=(
             # native AIO on a thin qcow2 without discard; queues absent (QEMU default = vCPUs)
             DiskSpec("vdb", LEGACY_THIN, "kvmio-legacy-native", cache="none", io="native",
                      guest_scheduler="mq-deadline"),
             # old-style scratch disk: host page cache, thread pool, one queue for two vCPUs
-            DiskSpec("vdc", LEGACY_SCRATCH, SCRATCH_SERIAL, cache="writethrough", io="threads", queues=1),
+            # its guest scheduler none only until the next reboot (set by hand; the kernel picks mq-deadline for one queue)
+            DiskSpec("vdc", LEGACY_SCRATCH, SCRATCH_SERIAL, cache="writethrough", io="threads", queues=1,
+                     guest_scheduler_by_hand="none"),
             DiskSpec("vdd", LEGACY_FULL, "kvmio-legacy-unsafe", cache="unsafe", io="threads", queues=VCPUS),
         ),
     ),
     DomainSpec(
         name="kvmio-lab-pinning",
         purpose="iothreads unpinned / pinned onto unpinned vCPUs, io_uring without cache mode, "
-        "queues above vCPUs, virtio-scsi controller without iothread and single queue",
+        "queues above vCPUs, virtio-scsi controller without iothread and single queue; at runtime IOThread 2 moved "
+        "off its pin and a cache change waiting for a restart",
         iothreads=2,
         iothreadpin={2: "1"},  # iothread 1 unpinned; vCPUs unpinned, so iothread 2 overlaps them
         scsi=ScsiController(queues=1, iothread=None),
+        # issue 20's runtime seeds: IOThread 2 runs on CPU 0 although pinned to 1 (its cgroup's cpuset narrowed: the
+        # cpuset cgroup libvirt gives a pinned thread refuses a taskset outside it), and vdb's cache='none' is defined
+        # but waits for a restart
+        drift_iothreads={2: "0"},
+        pending_restart=(("vdb", "cache", "none"),),
         disks=(
             DiskSpec("vdb", PINNING_FULL, "kvmio-pin-nocache", io="io_uring", discard="unmap",
                      iothread=1, queues=VCPUS),
             DiskSpec("vdc", PINNING_DATA, "kvmio-pin-queues4", cache="none", io="io_uring",
                      discard="unmap", iothread=2, queues=4),
+            # single queue: the kernel would pick mq-deadline; the boot script sets none
             DiskSpec("sda", PINNING_SCSI, "kvmio-pin-scsi", bus="scsi", cache="none", io="threads",
-                     discard="unmap"),
+                     discard="unmap", guest_scheduler="none"),
         ),
     ),
     DomainSpec(
@@ -212,6 +235,15 @@ DOMAINS: tuple[DomainSpec, ...] = (
             _vhost_user("vdc", VHOST_USER),
             _vhost_user("vdd", VHOST_NORECONNECT, reconnect=None),
         ),
+    ),
+    DomainSpec(
+        name="kvmio-lab-fix",
+        purpose="for the `kvmio fix` tests only (apply, rollback, restart, Ansible), which may change, start and stop it "
+        "and leave it as declared here: defined, not running; no IOThread, cache unsafe, thin qcow2 without discard",
+        running=False,
+        memory_mib=384,
+        restore_drift=True,
+        disks=(DiskSpec("vdb", FIX_THIN, "kvmio-fix-data", cache="unsafe", io="threads"),),
     ),
 )
 

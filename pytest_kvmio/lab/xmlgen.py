@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from pytest_kvmio.lab.topology import MEMORY_MIB, DiskSpec, DomainSpec
+from pytest_kvmio.lab.topology import DiskSpec, DomainSpec
 
 METADATA_NS = "https://pytest-kvmio.invalid/lab"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -40,7 +40,7 @@ def cmdline(dom: DomainSpec) -> str:
     """Return the guest kernel command line, with the lab's guest-side knobs."""
     args = ["console=ttyS0", "quiet", f"kvmio.disks={len(dom.disks)}"]
     for disk in dom.disks:
-        if disk.guest_scheduler != "none":
+        if disk.guest_scheduler is not None:
             args.append(f"kvmio.sched={disk.serial}:{disk.guest_scheduler}")
     return " ".join(args)
 
@@ -108,7 +108,7 @@ def render(dom: DomainSpec, boot: GuestBoot, image_dir: Path, console_log: Path,
     _sub(root, "name", dom.name)
     _sub(root, "title", "kvmio lab domain")
     _sub(root, "description", dom.purpose)
-    _sub(root, "memory", str(MEMORY_MIB), unit="MiB")
+    _sub(root, "memory", str(dom.memory_mib), unit="MiB")
     if dom.shared_memory:
         backing = _sub(root, "memoryBacking")
         _sub(backing, "source", type="memfd")
