@@ -2,7 +2,7 @@
 
 Profiles come from the thresholds directory (`--thresholds`, default thresholds/). Each profile
 runs `repeat` times per disk (--fio-repeat, default 3) once per session; the rules below judge
-the median. Write profiles run only on scratch disks; read profiles use fio --readonly.
+the median (a latency percentile: the percentile of the runs' pooled fio json+ histograms, where fio wrote them). Write profiles run only on scratch disks; read profiles use fio --readonly.
 An inconclusive result (runs straddle the edge with too wide a spread) is recorded as
 "inconclusive" and the test is SKIPPED with the reason; --kvmio-fail-inconclusive fails the run.
 """
@@ -17,6 +17,7 @@ from pytest_kvmio.perf.decide import (
     decide_limit,
     format_value,
 )
+from pytest_kvmio.plugin import historysuite as history
 from pytest_kvmio.plugin import perfsuite as perf
 from pytest_kvmio.state import parametrize_with_targets
 
@@ -32,9 +33,12 @@ def pytest_generate_tests(metafunc):
         if "metric" not in metafunc.fixturenames:
             params.append(pytest.param(name, id=name))
             continue
-        wanted = perf.baseline_metrics if "baseline" in metafunc.function.__name__ else perf.limit_metrics
+        function = metafunc.function.__name__
+        wanted = (history.history_metrics if "history" in function else perf.baseline_metrics if "baseline" in function
+                  else perf.limit_metrics)
         for metric in wanted(config, name) or ["-"]:
-            rule = "perf-baseline" if "baseline" in metafunc.function.__name__ else f"perf-{name}"
+            rule = ("perf-history" if "history" in function else "perf-baseline" if "baseline" in function
+                    else f"perf-{name}")
             params.append(pytest.param(name, metric, id=f"{name}-{metric}", marks=pytest.mark.rule(rule)))
     names = "profile" if "metric" not in metafunc.fixturenames else "profile,metric"
     parametrize_with_targets(metafunc, names, params)  # with the disks, so pairs no rule concerns make no item
@@ -45,7 +49,9 @@ def test_profile_meets_the_class_limits(disk, fio, profile, metric, kvmio_facts,
     """The storage class promises a floor or ceiling for this profile; a median beyond it is broken storage."""
     limit = fio.limit(profile, metric)
     result = fio.run(profile)
-    decision = decide_limit(result.samples(metric), limit, max_spread=fio.storage_class.max_spread)
+    decision = decide_limit(
+        result.samples(metric), limit, max_spread=fio.storage_class.max_spread, pooled=result.pooled(metric)
+    )
     kvmio_facts["perf"] = perf.perf_facts(decision, result, limit=limit)
     perf.judge(decision, disk.id, kvmio_record)
 
@@ -58,9 +64,22 @@ def test_profile_has_not_regressed_from_the_baseline(disk, fio, profile, metric,
         pytest.skip(f"{disk.id}: no {metric} baseline for {profile}; record one with `kvmio baseline record`")
     result = fio.run(profile)
     max_spread = fio.storage_class.max_spread if fio.storage_class else DEFAULT_MAX_SPREAD
-    decision = decide_baseline(result.samples(metric), baseline, max_spread=max_spread, fingerprint=fio.fingerprint())
+    decision = decide_baseline(
+        result.samples(metric), baseline, max_spread=max_spread, fingerprint=fio.fingerprint(),
+        pooled=result.pooled(metric),
+    )
     kvmio_facts["perf"] = perf.perf_facts(decision, result)
     perf.judge(decision, disk.id, kvmio_record)
+
+
+@pytest.mark.rule("perf-history")
+def test_profile_has_no_standing_change_for_the_worse_in_history(disk, fio, profile, metric, kvmio_facts, kvmio_record):
+    """A disk that got slower at some run stays flagged until it recovers or the change is accepted: the nightly history shows when it happened and what changed in the environment then."""
+    result = fio.run(profile)
+    decision, series = history.decide(fio.request.config, fio, result, metric)
+    kvmio_facts["history"] = decision.facts() | {"points": len(series.points), "tolerance": history.tolerance_of(fio)}
+    history.attach(fio.request.config, series)
+    history.judge(decision, disk.id, kvmio_record)
 
 
 @pytest.mark.rule("perf-host-cpu")

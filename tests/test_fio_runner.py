@@ -158,11 +158,12 @@ def test_probe_script_quotes_the_device_path():
 # --- commands ------------------------------------------------------------------------------
 
 
-def test_read_profile_command_is_readonly_json_with_a_timeout():
+def test_read_profile_command_is_readonly_json_plus_with_a_timeout():
     argv = shlex.split(fio_command(READ, "/dev/vdb", readonly=True))
     assert argv[:4] == ["timeout", "-s", "KILL", str(3 + 1 + 60)]
     assert argv[4] == "fio"
-    assert "--readonly" in argv and "--output-format=json" in argv and "--filename=/dev/vdb" in argv
+    # json+: the latency histogram that pools repeated runs' percentiles (perf/histogram.py)
+    assert "--readonly" in argv and "--output-format=json+" in argv and "--filename=/dev/vdb" in argv
     assert "--rw=randread" in argv and "--numjobs=4" in argv
 
 

@@ -139,6 +139,36 @@ def test_unchanged_runs_raise_no_false_alarm(workdir):
     assert all(o in UNCHANGED for o in outcomes), "\n".join(v["message"] for v in verdicts)
 
 
+def test_a_live_run_with_a_results_history_appends_its_points(workdir):
+    """One short live session with --kvmio-history: the scratch disk's points land in the history, with the host's
+    UUID as the series' host and the environment (kernel, QEMU, libvirt, fio, guest kernel, storage XML) on each."""
+    from pytest_kvmio.history.store import open_store
+
+    url = f"sqlite:///{workdir / 'history.db'}"
+    session = suite(workdir, *SELECT, "--kvmio-history", url, "--kvmio-json", "v.json")
+    assert session.returncode == 0, session.stdout[-3000:]
+    assert re.search(r"results history sqlite:///\S+history.db: run \S+, (\d+) point\(s\) added", session.stdout), \
+        session.stdout[-2000:]
+    store = open_store(url)
+    points = store.points()
+    store.close()
+    iops = [p for p in points if p.metric == "iops"]
+    assert len(iops) == 1 and {p.profile for p in points} == {PROFILE}, points
+    point = iops[0]
+    assert point.target == f"local/{DOMAIN}/{SCRATCH}" and point.source == "live"
+    assert point.host != "local" and len(point.host) == 36, point.host  # libvirt's host UUID
+    assert point.value > 0 and len(point.samples) == 3
+    fingerprint = point.fingerprint
+    for name in ("kernel", "qemu", "libvirt", "fio", "cpu_model", "storage_xml", "storage_xml_hash"):
+        assert fingerprint.get(name), (name, fingerprint)
+    assert "kvmio-scratch-0" in fingerprint["storage_xml"]
+    assert fingerprint.get("guest_kernel"), fingerprint
+    verdict = [v for v in json.loads((workdir / "v.json").read_text())["verdicts"] if v["rule"] == "perf-history"]
+    assert [v["outcome"] for v in verdict] == ["inconclusive"], verdict  # one point: too short to judge
+    print(f"kvmio-history-lab: {len(points)} point(s) appended, iops {point.value:.0f} {point.samples}, "
+          f"host {point.host}, guest kernel {fingerprint['guest_kernel']}")
+
+
 # --- (a) a write profile against a disk with a filesystem -------------------------------------
 
 FS_DOMAIN_XML = """<domain type='qemu'>

@@ -37,10 +37,15 @@ def test_not_applicable_pairs_are_never_made_into_items(pytester: pytest.Pyteste
         disks = 2 * count
         for rule in ("guest-scheduler-none", "guest-queues-active", "guest-irq-spread"):
             assert summary["rules"][rule] == {"not_applicable": disks}, rule
-        profiles = [r for r in summary["rules"] if r.startswith("perf-") and r not in ("perf-baseline", "perf-host-cpu")]
+        profiles = [r for r in summary["rules"]
+                    if r.startswith("perf-") and r not in ("perf-baseline", "perf-host-cpu", "perf-history")]
         assert profiles and all(summary["rules"][r] == {"not_applicable": disks} for r in profiles)
         for rule in ("perf-baseline", "perf-host-cpu"):  # one pair per disk and profile
             assert summary["rules"][rule] == {"not_applicable": disks * len(profiles)}, rule
+        # perf-history: one pair per disk, profile and judged metric (iops at least).
+        history = summary["rules"]["perf-history"]
+        assert set(history) == {"not_applicable"} and history["not_applicable"] % disks == 0
+        assert history["not_applicable"] >= disks * len(profiles)
     assert extra[1] == extra[3], f"items made beyond those that ran: {extra}"
 
 

@@ -6,8 +6,9 @@
 Exit status: 0 when the experiment ran (whatever the verdicts), 1 when a run failed, 4 for a bad arm or
 option (`ERROR: ...`, nothing run).
 
---host, --libvirt-uri, --guest, --thresholds, --scratch-serial, --fio-runtime and --fio-ramp-time are pytest's
-settings: unset, they come from KVMIO_<NAME> or the ini key kvmio_<name> of the ini file pytest would read here.
+--host, --libvirt-uri, --guest, --thresholds, --scratch-serial, --fio-runtime, --fio-ramp-time and --kvmio-history
+are pytest's settings: unset, they come from KVMIO_<NAME> or the ini key kvmio_<name> of the ini file pytest would
+read here. With a results history (--kvmio-history URL), both arms' measurements are appended to it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, TextIO
 from pytest_kvmio.errors import CommandError, InputError
 from pytest_kvmio.facts.connection import parse_host_spec
 from pytest_kvmio.facts.targets import load_host
+from pytest_kvmio.history.measurements import ci_metadata, new_run_id, points_of_ab
+from pytest_kvmio.history.store import HistoryError, open_store
 from pytest_kvmio.model.redact import redact_uri
 from pytest_kvmio.perf.ab import (
     DEFAULT_ROUNDS,
@@ -56,7 +59,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_shared(parser.add_argument, ("--fio-runtime", "--fio-ramp-time"))
     parser.add_argument("--margin", default=f"{DEFAULT_MARGIN:.0%}", metavar="PCT",
                         help="differences within ±margin count as the same (default 5%%)")
-    add_shared(parser.add_argument, ("--thresholds", "--scratch-serial"))
+    add_shared(parser.add_argument, ("--thresholds", "--scratch-serial", "--kvmio-history"))
     parser.add_argument("--json", default=None, metavar="PATH", help="write the experiment as JSON")
     parser.add_argument("--alluredir", default=None, metavar="DIR", help="write one Allure result per comparison")
     parser.add_argument("--chart", default=None, metavar="PNG", help="write the chart (matplotlib) to PNG")
@@ -111,6 +114,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     attach_runners(arm_a, arm_b, host, guest_spec=run.guest, scratch_pattern=run.scratch_serial, progress=progress)
     result = run_experiment(arm_a, arm_b, profile, rounds=rounds, margin=margin, progress=progress)
     _report(result, args, out, host.name)
+    if run.history:
+        _record(result, host, run.history, run.sources.get("history", "--kvmio-history"), out)
     return 0
 
 
@@ -131,3 +136,16 @@ def _report(result: AbResult, args: argparse.Namespace, out: TextIO, host: str) 
     if args.alluredir:
         written = abreport.allure_results(result, args.alluredir, host=host)
         print(f"kvmio ab: {len(written)} Allure result(s) written to {args.alluredir}", file=out)
+
+
+def _record(result: AbResult, host: Any, url: str, source: str, out: TextIO) -> None:
+    """Append both arms' measurements to the results history (--kvmio-history, KVMIO_HISTORY, ini kvmio_history)."""
+    try:
+        store = open_store(url)
+        try:
+            added = store.add(points_of_ab(result, host, run=new_run_id(), ci=ci_metadata()))
+        finally:
+            store.close()
+    except HistoryError as exc:
+        raise CommandError(f"{source}: {exc}") from None
+    print(f"kvmio ab: {added} point(s) added to the results history {redact_uri(url)}", file=out)

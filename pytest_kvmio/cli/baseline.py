@@ -1,7 +1,9 @@
 """`kvmio baseline record`: write baselines from perf results files into thresholds/baselines/.
 
 Each results file is one session (one `pytest --kvmio-perf-results=PATH` run). Several files
-recorded minutes apart make one baseline: its median is the median of all their samples, and its
+recorded minutes apart make one baseline: its median is the median of all their samples (for a latency
+percentile whose sessions all carry fio json+ histograms: the percentile of every run's histogram merged,
+`estimator: pooled-histogram`), and its
 `noise` (perfgate.session_noise) combines the drift between the sessions' medians with the
 dispersion inside each session. With one file the noise is that session's own dispersion only.
 """
@@ -25,7 +27,10 @@ from pytest_kvmio.errors import CommandError, InputError
 from pytest_kvmio.files.atomic import write_atomically
 from pytest_kvmio.perf.decide import fingerprint_diff, session_noise
 from pytest_kvmio.perf.documents import load_yaml, validate
+from pytest_kvmio.perf.fio import percentile_of
+from pytest_kvmio.perf.histogram import POOLED, HistogramError, merge
 from pytest_kvmio.perf.loading import load_thresholds
+from pytest_kvmio.perf.results import histogram_of_bins
 from pytest_kvmio.perf.thresholds import (
     DEFAULT_NOISE_MULTIPLE,
     DEFAULT_TOLERANCE,
@@ -197,6 +202,23 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else round(float(value), 3)
 
 
+def _pooled(metric: str, measured: list[dict[str, Any]], label: str) -> float | None:
+    """Return a latency percentile of every session's json+ histogram merged, None for other metrics or when a
+    session has none (then the baseline is the median of the samples)."""
+    found = percentile_of(metric)
+    if found is None:
+        return None
+    kind, pct = found
+    documents = [result.get("histograms", {}).get(kind) for result in measured]
+    if any(document is None for document in documents):
+        return None
+    try:
+        histogram = merge(histogram_of_bins(document) for document in documents if document is not None)
+    except HistogramError as exc:
+        raise CommandError(f"{label}: histograms.{kind}: {exc}") from None
+    return histogram.percentile(pct) if histogram.total else None
+
+
 def record(
     results: Path | Sequence[Path],
     out: Path,
@@ -307,6 +329,9 @@ def record(
                 warnings.append(f"{label}: negative or non-finite samples {values}; skipped")
                 continue
             median = statistics.median(values)
+            pooled = _pooled(metric, measured, label)
+            if pooled is not None:
+                median = pooled
             metric_tolerance = tolerance
             if metric_tolerance is None:
                 metric_tolerance = previous.get(metric, {}).get("tolerance", DEFAULT_TOLERANCE)
@@ -335,6 +360,8 @@ def record(
             else:
                 warnings.append(f"{label}: samples vary around a zero median; no noise recorded, the band is the tolerance")
             entry["sessions"] = len(per_session)
+            if pooled is not None:
+                entry["estimator"] = POOLED
             entry["direction"] = METRIC_DIRECTIONS[metric]
             entry["samples"] = [_number(v) for v in values]
             metrics[metric] = entry

@@ -30,6 +30,7 @@ from pytest_kvmio.perf.fio import FioError, FioMetrics, parse_fio
 from pytest_kvmio.perf.results import HOST_CPU, host_cpu_us_per_io, metrics_of
 from pytest_kvmio.perf.runner import (
     COMMAND_SLACK,
+    MEASURED_OUTPUT,
     FioRunError,
     GuestFio,
     ScratchRefused,
@@ -294,7 +295,7 @@ def host_fio_command(profile: Profile, source: str) -> str:
     if profile.write:
         raise ValueError(f"{profile.name}: writes ({profile.rw}); fio on the hypervisor runs read profiles only")
     limit = profile.runtime + profile.ramp_time + COMMAND_SLACK
-    args = ["timeout", "-s", "KILL", str(limit), "fio", "--output-format=json", f"--filename={fio_filename(source)}",
+    args = ["timeout", "-s", "KILL", str(limit), "fio", MEASURED_OUTPUT, f"--filename={fio_filename(source)}",
             *profile.fio_args(), "--readonly"]
     return " ".join(shlex.quote(a) for a in args)
 

@@ -5,6 +5,9 @@ The ratio is median(B) / median(A); its interval is scipy's bootstrap over the t
 two-sided Mann–Whitney U test. The verdict is from B's side, knowing which way is good for the metric:
 `better` or `worse` only when the whole interval lies beyond ±margin on that side, `same` when it lies
 inside ±margin, `inconclusive` otherwise, with roughly how many more rounds would decide.
+
+The samples are per-run values, latency percentiles included: the bootstrap resamples runs, so a percentile of the
+runs' pooled json+ histograms (what the perf gate judges, perf/histogram.py) would leave it nothing to resample.
 """
 
 from __future__ import annotations

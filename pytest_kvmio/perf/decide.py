@@ -22,6 +22,11 @@ and a host that drifts between sessions can show less noise in them than it has.
 fails only beyond the band computed with the noise at its 95 % upper bound (thresholds.noise_bound: about 2.1 x
 the recorded noise for 6 samples, 1.3 x for 30); between the two edges it is inconclusive, and the message says
 that recording more sessions narrows it. The pass/fail edge itself is the band above.
+
+Estimators. Where fio wrote json+ histograms, a latency percentile can be taken over all the runs' I/Os together
+(`pooled`: the percentile of their merged histogram, perf/histogram.py) instead of the median of each run's
+percentile; the decision then judges that value and says so (`estimator`), while the spread and noise checks still
+read the per-run samples. A baseline recorded one way is compared with a run estimated the same way where it can be.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pytest_kvmio.perf.fio import percentile_of
+from pytest_kvmio.perf.histogram import MEDIAN_OF_RUNS, POOLED
 from pytest_kvmio.perf.thresholds import (
     DEFAULT_MAX_SPREAD,
     DEFAULT_NOISE_MULTIPLE,
@@ -89,6 +96,7 @@ class Decision:
     noise: float | None = None  # this run's dispersion (see `dispersion`)
     undecided_band: float | None = None  # baselines: beyond the band but within this, a quiet run is inconclusive
     baseline_noise: float | None = None  # the noise recorded with the baseline, None when unknown
+    estimator: str = MEDIAN_OF_RUNS  # how `median` was taken: "median-of-runs", or "pooled-histogram" (json+)
 
     @property
     def passed(self) -> bool:
@@ -204,6 +212,7 @@ def _decide(
     undecided_band: float | None = None,
     undecided_edge: float | None = None,
     undecided_text: str = "",
+    pooled: float | None = None,
 ) -> Decision:
     """Judge the median against `edge`; a run out of it with a dispersion over `noisy_above`, or still within
     `undecided_edge`, is inconclusive."""
@@ -215,21 +224,28 @@ def _decide(
         return Decision(
             outcome, message, profile, metric, kind, reference, edge, values, middle, width, tolerance, warnings,
             band=band, noise=noise, baseline_noise=baseline_noise, undecided_band=undecided_band,
+            estimator=POOLED if pooled is not None and middle is not None else MEDIAN_OF_RUNS,
         )
 
     reason = _unusable(values)
     if reason is not None:
         return make(Outcome.INCONCLUSIVE, f"{head}: {reason}; cannot judge against {against}")
     numbers = [float(s) for s in values if s is not None]
-    middle = statistics.median(numbers)
+    middle = statistics.median(numbers) if pooled is None else pooled
     width = spread(numbers)
     noise = dispersion(numbers)
     measured = f"median {format_value(middle, metric)} (samples {_samples_text(numbers)})"
+    if pooled is not None:
+        measured = (
+            f"pooled {format_value(middle, metric)} (the percentile of the {len(numbers)} runs' merged latency "
+            f"histogram; per-run samples {_samples_text(numbers)})"
+        )
     verdicts = {_acceptable(n, edge, direction) for n in numbers}
     if width > max_spread and len(verdicts) == 2:  # some runs pass, some fail: they straddle the edge
         return make(
             Outcome.INCONCLUSIVE,
-            f"{head}: samples {_samples_text(numbers)} (median {format_value(middle, metric)}) straddle "
+            f"{head}: samples {_samples_text(numbers)} ({'pooled' if pooled is not None else 'median'} "
+            f"{format_value(middle, metric)}) straddle "
             f"{edge_text} with a spread of {width:.0%}, over the {max_spread:.0%} that allows a verdict; "
             "rerun on a quieter system or with more runs",
             middle, width, noise,
@@ -255,9 +271,11 @@ def _decide(
 
 
 def decide_limit(
-    samples: Sequence[float | None], limit: Limit, *, max_spread: float = DEFAULT_MAX_SPREAD
+    samples: Sequence[float | None], limit: Limit, *, max_spread: float = DEFAULT_MAX_SPREAD,
+    pooled: float | None = None,
 ) -> Decision:
-    """Judge the median of `samples` against a class floor or ceiling (both when both are set)."""
+    """Judge the median of `samples` (or the `pooled` percentile of their histograms) against a class floor or
+    ceiling (both when both are set)."""
     if limit.floor is None and limit.ceiling is None:
         raise ValueError(f"{limit.storage_class} {limit.profile} {limit.metric}: limit has neither floor nor ceiling")
     decisions = []
@@ -276,7 +294,7 @@ def decide_limit(
             _decide(
                 profile=limit.profile, metric=limit.metric, kind=kind, reference=bound, edge=bound,
                 direction=direction, samples=samples, max_spread=max_spread, against=against, edge_text=against,
-                verdict_text=verdict,
+                verdict_text=verdict, pooled=pooled,
             )
         )
     # Both bounds set: a failure outranks an inconclusive result, which outranks a pass.
@@ -290,27 +308,44 @@ def decide_baseline(
     *,
     max_spread: float = DEFAULT_MAX_SPREAD,
     fingerprint: Mapping[str, object] | None = None,
+    pooled: float | None = None,
 ) -> Decision:
-    """Judge the median of `samples` against a recorded baseline median and its band (tolerance or noise)."""
+    """Judge the median of `samples` against a recorded baseline median and its band (tolerance or noise).
+
+    `pooled` (the percentile of the runs' merged json+ histograms) is judged instead of the median when the
+    baseline was recorded that way too; against a median-of-runs baseline the run's median is judged, like for
+    like. A pooled baseline met by a run without histograms is judged on the median, with a warning.
+    """
     tolerance = baseline.tolerance
+    warned: tuple[str, ...] = ()
+    if baseline.estimator != POOLED:
+        pooled = None
+    elif pooled is None and percentile_of(baseline.metric) is not None:
+        warned = (
+            (
+                f"baseline of {baseline.target} {baseline.profile} {baseline.metric} is the percentile of the pooled "
+                "histograms of its sessions, this run has no json+ histogram: judged on the median of the runs"
+            ),
+        )
     band = baseline.band
     reference = baseline.median
     if baseline.direction == "higher-is-better":
         edge, side = reference * (1 - band), "lower"
     else:
         edge, side = reference * (1 + band), "upper"
-    shown = f"baseline {format_value(reference, baseline.metric)} (tolerance {tolerance:.0%})"
+    pooled_text = ", pooled histogram" if baseline.estimator == POOLED else ""
+    shown = f"baseline {format_value(reference, baseline.metric)} (tolerance {tolerance:.0%}{pooled_text})"
     widened = ""
     if band > tolerance and baseline.noise is not None:
         widened = (
             f"band widened from {tolerance:.0%} to {band:.0%} by the recorded noise "
             f"({baseline.noise_multiple:g} × {baseline.noise:.0%})"
         )
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = warned
     if fingerprint is not None:
         differences = fingerprint_diff(baseline.fingerprint, fingerprint)
         if differences:
-            warnings = (
+            warnings += (
                 f"baseline of {baseline.target} {baseline.profile} was recorded on {baseline.at} on a "
                 f"different environment: {'; '.join(differences)}",
             )
@@ -346,6 +381,7 @@ def decide_baseline(
         band=band, baseline_noise=baseline.noise, noisy_above=noisy_above, noisy_text=noisy_text or "",
         undecided_band=zone[0] if zone else None, undecided_edge=zone[1] if zone else None,
         undecided_text=zone[2] if zone else "",
+        pooled=pooled,
     )
 
 

@@ -7,6 +7,7 @@ per disk and profile for the session, so the rules of one profile (one item per 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,7 @@ class DiskFio:
         elif profile.rw not in ("write", "randwrite"):
             result.notes.append("not a scratch disk: not pre-filled, read with --readonly")
         repeat = self.perf.repeat(profile)
+        result.time = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         total = repeat * (profile.runtime + profile.ramp_time)
         started = time.monotonic()
         for i in range(1, repeat + 1):
@@ -184,6 +186,7 @@ class DiskFio:
             if cpu is not None and before is not None:
                 cost = host_cpu_us_per_io(cpu.sample().minus(before).seconds, metrics, profile.ramp_time)
             result.runs.append(metrics)
+            result.fio_version = result.fio_version or out.report.version
             result.host_cpu.append(cost)
             if cpu is not None and cost is not None:
                 result.host_cpu_counted = cpu.counted()
@@ -206,6 +209,10 @@ class DiskFio:
         for n, path in runs:
             report = read_fio(path)
             result.runs.append(metrics_of(report, profile, target=self.disk.id))
+            if result.time is None and report.final.timestamp_ms:  # fio's own clock: when the first run ran
+                stamp = dt.datetime.fromtimestamp(report.final.timestamp_ms / 1000, dt.timezone.utc)
+                result.time = stamp.isoformat(timespec="seconds")
+            result.fio_version = result.fio_version or report.version
             result.sources.append(str(path))
             result.notes.extend(f"{path.name}: {p}" for p in report.problems())
             cost_file = costs.get(n)

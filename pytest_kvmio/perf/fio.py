@@ -28,6 +28,7 @@ from typing import Any
 import jsonschema
 
 from pytest_kvmio.files.yamldoc import schema as schema_of
+from pytest_kvmio.perf.histogram import HistogramError, LatencyHistogram, parse_bins
 
 DIRECTIONS = ("read", "write", "trim", "mixed")
 
@@ -37,6 +38,17 @@ LATENCY_STATS = ("mean", *PERCENTILES)
 # Metric prefix → fio latency block: completion latency and total latency.
 LATENCY_KINDS = {"clat": "clat", "tlat": "lat"}
 LATENCY_METRICS = tuple(f"{kind}_{stat}_us" for kind in LATENCY_KINDS for stat in LATENCY_STATS)
+
+
+
+def percentile_of(metric: str) -> tuple[str, float] | None:
+    """Return (latency kind, percentile) of a percentile metric (`clat_p99_us` → ("clat", 99.0)), else None."""
+    for kind in LATENCY_KINDS:
+        for name, pct in PERCENTILES.items():
+            if metric == f"{kind}_{name}_us":
+                return kind, pct
+    return None
+
 
 # fio's name of the aggregate entry of client/server output.
 ALL_CLIENTS = "All clients"
@@ -115,6 +127,8 @@ class FioMetrics:
     port: int | None = None
     notes: tuple[str, ...] = ()
     options: dict[str, str] = field(default_factory=dict, compare=False)
+    #: json+ latency histograms by kind ("clat", "tlat"), where fio printed `bins` (see perf/histogram.py).
+    histograms: dict[str, LatencyHistogram] = field(default_factory=dict, compare=False)
 
     @property
     def client(self) -> str | None:
@@ -138,6 +152,7 @@ class FioMetrics:
         """Return the metrics as plain JSON-serializable values."""
         data = asdict(self)
         data["notes"] = list(self.notes)
+        data["histograms"] = sorted(self.histograms)  # which kinds carry json+ bins; the bins stay out
         return data
 
 
@@ -216,6 +231,7 @@ def parse_fio(text: str, source: str) -> FioReport:
         prefix = f"document {index + 1} of {len(documents)}" if len(documents) > 1 else ""
         _refuse_non_finite(doc, source, prefix)
         _validate(schema, doc, source, prefix)
+        _check_bins(doc, source, prefix)
         snapshots.append(_snapshot(doc))
     return FioReport(source=source, snapshots=tuple(snapshots), preamble=preamble)
 
@@ -296,6 +312,22 @@ def _non_finite_path(value: Any) -> list[Any] | None:
         if found is not None:
             return [key, *found]
     return None
+
+
+def _check_bins(doc: dict[str, Any], source: str, prefix: str) -> None:
+    """Raise FioError naming the bin of a json+ histogram that is not one of fio's buckets."""
+    for entries in ("jobs", "client_stats"):
+        for index, job in enumerate(doc.get(entries, [])):
+            for direction in DIRECTIONS:
+                for block in ("clat_ns", "lat_ns", "clat", "lat"):
+                    bins = job.get(direction, {}).get(block, {}).get("bins")
+                    if bins is None:
+                        continue
+                    try:
+                        parse_bins(bins, unit_ns=1 if block.endswith("_ns") else 1000)
+                    except HistogramError as exc:
+                        path = [entries, index, direction, block, "bins", *([exc.key] if exc.key else [])]
+                        raise FioError(source, str(exc), _format_path(path), prefix) from None
 
 
 def _lookup(doc: Any, path: list[Any]) -> Any:
@@ -479,7 +511,8 @@ def _direction_metrics(
     """Normalize one direction block of one job; `listed`: fio reported the job's options."""
     ddir = job[direction]
     notes: list[str] = []
-    latency, known = _latency(ddir, notes)
+    histograms: dict[str, LatencyHistogram] = {}
+    latency, known = _latency(ddir, notes, histograms)
     error_code = job["error"]
     rw = options.get("rw", options.get("readwrite", "read" if listed else None))
     iodepth = _int_option(options, "iodepth", 1 if listed else None)
@@ -514,11 +547,15 @@ def _direction_metrics(
         port=job.get("port"),
         notes=tuple(notes),
         options=options,
+        histograms=histograms,
     )
 
 
-def _latency(ddir: dict[str, Any], notes: list[str]) -> tuple[dict[str, float | None], bool]:
-    """Return the `clat_*_us` and `tlat_*_us` fields and whether completion latency is known.
+def _latency(
+    ddir: dict[str, Any], notes: list[str], histograms: dict[str, LatencyHistogram]
+) -> tuple[dict[str, float | None], bool]:
+    """Return the `clat_*_us` and `tlat_*_us` fields and whether completion latency is known; json+ histograms
+    of the recorded kinds go into `histograms`.
 
     Each kind comes only from its own fio block: percentiles fio did not report for
     a kind (clat with lat_percentiles=1, tlat without) stay None.
@@ -534,6 +571,8 @@ def _latency(ddir: dict[str, Any], notes: list[str]) -> tuple[dict[str, float | 
         if stat is None or not recorded[kind]:
             continue
         values[f"{kind}_mean_us"] = stat["mean"] / scale
+        if stat.get("bins"):
+            histograms[kind] = parse_bins(stat["bins"], unit_ns=1 if scale == 1000 else 1000)
         by_value = {float(k): v for k, v in (stat.get("percentile") or {}).items()}
         for name, pct in PERCENTILES.items():
             value = by_value.get(pct)

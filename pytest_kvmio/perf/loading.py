@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from pytest_kvmio.perf.documents import load_yaml, validate
+from pytest_kvmio.perf.histogram import MEDIAN_OF_RUNS
 from pytest_kvmio.perf.thresholds import (
     DEFAULT_MAX_SPREAD,
     DEFAULT_NOISE_MULTIPLE,
@@ -103,6 +104,7 @@ def _build_classes(
     document: Mapping[str, Any], label: str, profiles: Mapping[str, Profile]
 ) -> dict[str, StorageClass]:
     default_spread = document.get("defaults", {}).get("max_spread", DEFAULT_MAX_SPREAD)
+    default_tolerance = document.get("defaults", {}).get("tolerance", DEFAULT_TOLERANCE)
     classes: dict[str, StorageClass] = {}
     for name, spec in document["classes"].items():
         limits: dict[str, Mapping[str, Limit]] = {}
@@ -128,6 +130,7 @@ def _build_classes(
             match=tuple(MatchRule(rule.get("target"), rule.get("serial")) for rule in spec["match"]),
             max_spread=spec.get("max_spread", default_spread),
             limits=MappingProxyType(limits),
+            tolerance=float(spec.get("tolerance", default_tolerance)),
         )
     return classes
 
@@ -182,6 +185,7 @@ def _build_baselines(
                     noise_multiple=float(
                         entry.get("noise_multiple", document.get("noise_multiple", DEFAULT_NOISE_MULTIPLE))
                     ),
+                    estimator=str(spec.get("estimator", MEDIAN_OF_RUNS)),
                 )
             )
     return baselines

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_kvmio.perf.decide import format_value
 from pytest_kvmio.perf.fio import (
+    LATENCY_KINDS,
     LATENCY_METRICS,
     FioError,
     FioJobError,
     FioMetrics,
     FioReport,
+    percentile_of,
+)
+from pytest_kvmio.perf.histogram import (
+    MEDIAN_OF_RUNS,
+    POOLED,
+    LatencyHistogram,
+    bucket_value,
+    merge,
+    parse_bins,
 )
 from pytest_kvmio.perf.thresholds import (
     Profile,
@@ -68,9 +79,15 @@ def _combine(entries: list[FioMetrics], direction: str) -> FioMetrics:
         values = [getattr(e, name) for e in entries]
         return None if any(v is None for v in values) else max(values)
 
-    # Means weighted by I/Os; percentiles: the worst job's, conservative, never optimistic.
+    # Means weighted by I/Os; percentiles: the worst job's, conservative, never optimistic. Histograms add up:
+    # their percentiles are those of all the jobs' I/Os together.
     latency: dict[str, Any] = {
         name: mean(name) if name.endswith("_mean_us") else worst(name) for name in LATENCY_METRICS
+    }
+    histograms = {
+        kind: merge(e.histograms[kind] for e in entries)
+        for kind in LATENCY_KINDS
+        if all(kind in e.histograms for e in entries)
     }
 
     return dataclasses.replace(
@@ -85,6 +102,7 @@ def _combine(entries: list[FioMetrics], direction: str) -> FioMetrics:
         errors=sum(e.errors for e in entries),
         jobs_merged=None if any(e.jobs_merged is None for e in entries) else sum(e.jobs_merged or 0 for e in entries),
         notes=tuple(dict.fromkeys(n for e in entries for n in e.notes)),
+        histograms=histograms,
     )
 
 
@@ -111,6 +129,39 @@ def metrics_of(report: FioReport, profile: Profile, target: str | None = None) -
         have = ", ".join(m.label for m in report.metrics) or "nothing"
         raise FioError(report.source, f"no {direction} result for profile {profile.name} (have {have})")
     return _combine(entries, direction)
+
+
+def pooled_histogram(runs: Sequence[FioMetrics], kind: str) -> LatencyHistogram | None:
+    """Return the merged json+ histogram of `kind` over every run, None unless every run carries one."""
+    if not runs or any(kind not in run.histograms for run in runs):
+        return None
+    return merge(run.histograms[kind] for run in runs)
+
+
+def pooled_value(runs: Sequence[FioMetrics], metric: str) -> float | None:
+    """Return a percentile metric of the runs' pooled histogram (µs), None for other metrics or without json+."""
+    found = percentile_of(metric)
+    if found is None:
+        return None
+    histogram = pooled_histogram(runs, found[0])
+    return None if histogram is None or not histogram.total else histogram.percentile(found[1])
+
+
+def pooled_percentiles(runs: Sequence[FioMetrics]) -> dict[str, float]:
+    """Return every percentile metric the runs' pooled histograms give (empty without json+ bins)."""
+    values = {metric: pooled_value(runs, metric) for metric in LATENCY_METRICS}
+    return {metric: value for metric, value in values.items() if value is not None}
+
+
+def histogram_bins(histogram: LatencyHistogram) -> dict[str, Any]:
+    """Return a histogram for a results file: its unit and fio's bucket values in that unit → count."""
+    bins = {str(bucket_value(i)): n for i, n in sorted(histogram.counts.items()) if n}
+    return {"unit_ns": histogram.unit_ns, "bins": bins}
+
+
+def histogram_of_bins(document: dict[str, Any]) -> LatencyHistogram:
+    """Return the histogram histogram_bins wrote (HistogramError names a bin that is not a fio bucket value)."""
+    return parse_bins(document["bins"], unit_ns=document["unit_ns"])
 
 
 def host_cpu_us_per_io(cpu_seconds: float, metrics: FioMetrics, ramp_time: int) -> float | None:
@@ -144,6 +195,10 @@ class PerfResult:
     sources: list[str] = field(default_factory=list)
     #: The host processes whose CPU host_cpu counts (QEMU; for a vhost-user disk also its backend).
     host_cpu_counted: list[str] = field(default_factory=list)
+    #: When the measurement started (ISO 8601, UTC): the host's clock live, fio's own `timestamp` read from files.
+    time: str | None = None
+    #: The fio version that measured it (fio's "fio version").
+    fio_version: str | None = None
 
     def samples(self, metric: str) -> list[float | None]:
         """Return one value per run (None where fio could not measure it)."""
@@ -162,19 +217,36 @@ class PerfResult:
             return None
         return float(statistics.median(v for v in values if v is not None))
 
+    def pooled(self, metric: str) -> float | None:
+        """Return a latency percentile of all runs' I/Os together (their merged json+ histograms, µs); None for
+        other metrics or when a run has no histogram (fio's plain json): the verdict then uses the median."""
+        return pooled_value(self.runs, metric)
+
+    def estimator(self, metric: str) -> str:
+        """Return how the verdict's value of `metric` is estimated: pooled histogram or median of runs."""
+        return POOLED if self.pooled(metric) is not None else MEDIAN_OF_RUNS
+
     def as_result(self) -> dict[str, Any]:
         """Return the entry of the perf results file (perf-results.schema.json)."""
         samples = {m: self.samples(m) for m in RUN_METRICS}
         if any(v is not None for v in self.host_cpu):
             samples[HOST_CPU] = list(self.host_cpu)
         samples = {k: [None if v is None or not math.isfinite(v) else v for v in vs] for k, vs in samples.items()}
-        return {
+        entry: dict[str, Any] = {
             "target": self.target,
             "profile": self.profile,
             "serial": self.serial,
             "fingerprint": {k: v for k, v in self.fingerprint.items() if k not in HOST_FIELDS},
             "samples": samples,
+            **({"time": self.time} if self.time else {}),
+            **({"fio_version": self.fio_version} if self.fio_version else {}),
         }
+        # The runs' merged json+ histograms: `kvmio baseline record` pools them over every session.
+        histograms = {kind: pooled_histogram(self.runs, kind) for kind in LATENCY_KINDS}
+        found = {kind: histogram_bins(h) for kind, h in histograms.items() if h is not None and h.total}
+        if found:
+            entry["histograms"] = found
+        return entry
 
     def summary(self) -> str:
         """Return one line: medians of the headline metrics."""

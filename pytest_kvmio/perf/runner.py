@@ -30,6 +30,8 @@ COMMAND_SLACK = 60
 PROBE_TIMEOUT = 60
 #: The pre-fill writes the device at no less than this rate, else it is killed (bytes/s).
 PREFILL_MIN_RATE = 2 * 1024 * 1024
+#: fio's output format for measured runs: json+ adds the completion latency histogram (`clat_ns.bins`).
+MEASURED_OUTPUT = "--output-format=json+"
 
 
 class ScratchRefused(Exception):
@@ -189,11 +191,12 @@ def fio_filename(path: str) -> str:
 
 
 def fio_command(profile: Profile, device_path: str, *, readonly: bool, timeout: int | None = None) -> str:
-    """Return the quoted guest shell command for one measured fio run (JSON on stdout)."""
+    """Return the quoted guest shell command for one measured fio run (json+ on stdout: its latency histogram
+    lets repeated runs' percentiles be pooled, see perf/histogram.py)."""
     if profile.write and readonly:
         raise ValueError(f"{profile.name}: writes ({profile.rw}); it cannot run with --readonly")
     limit = timeout if timeout is not None else profile.runtime + profile.ramp_time + COMMAND_SLACK
-    args = ["timeout", "-s", "KILL", str(limit), "fio", "--output-format=json", f"--filename={fio_filename(device_path)}"]
+    args = ["timeout", "-s", "KILL", str(limit), "fio", MEASURED_OUTPUT, f"--filename={fio_filename(device_path)}"]
     args += profile.fio_args()
     if readonly:
         args.append("--readonly")

@@ -219,6 +219,8 @@ class StorageClass:
     match: tuple[MatchRule, ...]
     max_spread: float
     limits: Mapping[str, Mapping[str, Limit]] = field(default_factory=lambda: MappingProxyType({}))
+    #: How much worse a metric may get at a change point of the results history before perf-history fails.
+    tolerance: float = DEFAULT_TOLERANCE
 
     def matches(self, target_id: str, serial: str | None) -> bool:
         """Return True when any membership rule matches."""
@@ -275,6 +277,9 @@ class Baseline:
     noise: float | None = None  # relative dispersion over the recorded sessions; None in files before it
     sessions: int | None = None
     noise_multiple: float = DEFAULT_NOISE_MULTIPLE
+    #: How `median` was taken from the samples: "median-of-runs", or "pooled-histogram" (a latency percentile of
+    #: every recorded run's json+ histogram merged, perf/histogram.py).
+    estimator: str = "median-of-runs"
 
     @property
     def band(self) -> float:
@@ -317,6 +322,9 @@ class Thresholds:
     profiles: Mapping[str, Profile]
     classes: Mapping[str, StorageClass]
     baselines: tuple[Baseline, ...] = ()
+    #: class_for's answers by (target id, serial): every perf rule asks for every disk, a fleet has thousands.
+    _class_of: dict[tuple[str, str | None], StorageClass | None] = field(default_factory=dict, init=False,
+                                                                        repr=False, compare=False)
 
     def profile(self, name: str) -> Profile:
         """Return the profile called `name`; raise ThresholdsError naming the known ones."""
@@ -329,10 +337,10 @@ class Thresholds:
 
     def class_for(self, target_id: str, serial: str | None = None) -> StorageClass | None:
         """Return the first storage class (in classes.yaml order) whose rules match, or None."""
-        for storage_class in self.classes.values():
-            if storage_class.matches(target_id, serial):
-                return storage_class
-        return None
+        key = (target_id, serial)
+        if key not in self._class_of:
+            self._class_of[key] = next((c for c in self.classes.values() if c.matches(target_id, serial)), None)
+        return self._class_of[key]
 
     def limits(self, class_name: str, profile: str) -> Mapping[str, Limit]:
         """Return metric -> Limit of a class for a profile (empty when the class sets none)."""

@@ -33,6 +33,7 @@ from pytest_kvmio.perf.ab import (
 from pytest_kvmio.perf.abstats import DEFAULT_MARGIN, direction_of
 from pytest_kvmio.perf.session import state
 from pytest_kvmio.perf.thresholds import ThresholdsError
+from pytest_kvmio.plugin import historysuite
 from pytest_kvmio.report import abreport
 from pytest_kvmio.runconfig import run_config
 from pytest_kvmio.settings import key_values
@@ -107,11 +108,15 @@ def run(config: pytest.Config, host: HostTarget, spec: AbSpec) -> AbResult:
         a, b = plan(host, spec.a, spec.b, profile, run.scratch_serial)
         attach_runners(a, b, host, guest_spec=run.guest, scratch_pattern=run.scratch_serial,
                        progress=perf.progress, prefilled=perf.prefilled)
-        return run_experiment(a, b, profile, rounds=spec.rounds, margin=spec.margin, progress=perf.progress)
+        result = run_experiment(a, b, profile, rounds=spec.rounds, margin=spec.margin, progress=perf.progress)
     except InputError as exc:
         raise CouldNotJudge(f"--kvmio-ab {spec}: nothing run: {exc}") from None
     except AbRunError as exc:
         raise CouldNotJudge(f"--kvmio-ab {spec}: {exc}") from None
+    history = historysuite.plugin(config)
+    if history is not None:  # --kvmio-history: both arms' measurements go into the results history
+        history.record_ab(result, host)
+    return result
 
 
 def attach(config: pytest.Config, result: AbResult) -> None:

@@ -65,6 +65,7 @@ def perf_facts(decision: Decision, result: PerfResult, *, limit: Limit | None = 
         "profile": decision.profile,
         "metric": decision.metric,
         "median": decision.median,
+        "estimator": decision.estimator,
         "samples": list(decision.samples),
         "limit": None if limit is None else {"floor": limit.floor, "ceiling": limit.ceiling, "class": limit.storage_class},
         "baseline": decision.reference if decision.kind == "baseline" else None,

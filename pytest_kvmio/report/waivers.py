@@ -23,6 +23,7 @@ from pytest_kvmio.files.yamldoc import YamlFileError, read_yaml, schema_errors
 from pytest_kvmio.runconfig import run_config
 from pytest_kvmio.verdict.catalogue import rule_of
 from pytest_kvmio.verdict.record import (
+    EXTRA_FACTS,
     REC_OUTCOME,
     REC_WAIVER,
     Enricher,
@@ -43,6 +44,8 @@ class Waiver:
     justification: str
     expires: dt.date
     ticket: str | None = None
+    #: perf-history: the run id of the one change point it accepts (None: any failure of the rule on the target).
+    change_point: str | None = None
     where: str = ""  # "waivers.yaml[2]"
     waived: list[str] = field(default_factory=list)  # targets whose failure it waived
     would_waive: list[str] = field(default_factory=list)  # failures it would cover were it not expired
@@ -50,7 +53,10 @@ class Waiver:
     def expired(self, today: dt.date) -> bool:
         return today > self.expires
 
-    def matches(self, rule: str, target: str) -> bool:
+    def matches(self, rule: str, target: str, change_point: str | None = None) -> bool:
+        """Return True when the waiver covers a failure of `rule` on `target` (at `change_point`, when it names one)."""
+        if self.change_point is not None and change_point != self.change_point:
+            return False
         return rule == self.rule and fnmatch.fnmatchcase(target, self.target)
 
     def as_dict(self) -> dict[str, Any]:
@@ -60,10 +66,14 @@ class Waiver:
         }
         if self.ticket:
             out["ticket"] = self.ticket
+        if self.change_point:
+            out["change_point"] = self.change_point
         return out
 
     def describe(self) -> str:
         ticket = f", {self.ticket}" if self.ticket else ""
+        if self.change_point:
+            ticket += f", change point at run {self.change_point}"
         return f"{self.rule} on {self.target} (until {self.expires.isoformat()}{ticket})"
 
 
@@ -120,9 +130,17 @@ def load_waivers(path: str | Path, source: str = "--waivers") -> list[Waiver]:
             Waiver(
                 rule=entry["rule"], target=entry["target"], justification=entry["justification"].strip(),
                 expires=expires, ticket=entry.get("ticket"), where=f"{Path(path).name}[{index}]",
+                change_point=entry.get("change_point"),
             )
         )
     return waivers
+
+
+def _change_point(item: pytest.Item) -> str | None:
+    """Return the run of the change point a failed perf-history item names (its verdict facts), else None."""
+    history = item.stash.get(EXTRA_FACTS, {}).get("history")
+    change = history.get("change_point") if isinstance(history, dict) else None
+    return str(change["run"]) if isinstance(change, dict) and change.get("run") is not None else None
 
 
 class WaiverPlugin(Enricher):
@@ -134,11 +152,11 @@ class WaiverPlugin(Enricher):
         self.today = today or dt.date.today()
         self.waived_nodeids: dict[str, dict[str, Any]] = {}
 
-    def find(self, rule: str, target: str) -> Waiver | None:
-        """Return the first valid waiver for (rule, target); note expired ones that would have matched."""
+    def find(self, rule: str, target: str, change_point: str | None = None) -> Waiver | None:
+        """Return the first valid waiver for (rule, target[, change point]); note expired ones that would have matched."""
         found = None
         for waiver in self.waivers:
-            if not waiver.matches(rule, target):
+            if not waiver.matches(rule, target, change_point):
                 continue
             if waiver.expired(self.today):
                 waiver.would_waive.append(target)
@@ -156,7 +174,7 @@ class WaiverPlugin(Enricher):
         rule = rule_of(item)
         if rule is None or target is None:
             return
-        waiver = self.find(rule[0], target.id)
+        waiver = self.find(rule[0], target.id, _change_point(item))
         if waiver is None:
             return
         waiver.waived.append(target.id)

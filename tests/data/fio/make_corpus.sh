@@ -35,6 +35,16 @@ run randread-libaio-jsonplus.json --name=randread --filename="$F" --size=32M \
     --runtime=1 --time_based --direct=1 --bs=4k --ioengine=libaio \
     --rw=randread --iodepth=4 --output-format=json+
 
+# json+ twice, the same job: two runs whose histograms tests/test_histogram.py pools.
+run randread-jsonplus-run1.json --name=randread $COMMON --ioengine=libaio \
+    --rw=randread --iodepth=4 --output-format=json+
+run randread-jsonplus-run2.json --name=randread $COMMON --ioengine=libaio \
+    --rw=randread --iodepth=4 --output-format=json+
+
+# json+ with numjobs=2 per job: two histograms that results._combine merges.
+run randread-numjobs2-perjob-jsonplus.json --name=randread $COMMON --ioengine=libaio \
+    --rw=randread --iodepth=4 --numjobs=2 --output-format=json+
+
 # numjobs=2 without group_reporting: two job entries, same name.
 run randread-numjobs2-perjob.json --name=randread $COMMON --ioengine=libaio \
     --rw=randread --iodepth=4 --numjobs=2 --output-format=json

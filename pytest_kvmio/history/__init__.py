@@ -1,0 +1,1 @@
+"""The results history: every perf measurement kept, per series, with its environment; change points and the gate."""
