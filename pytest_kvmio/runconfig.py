@@ -22,6 +22,7 @@ import pytest
 from pytest_kvmio.errors import InputError
 from pytest_kvmio.facts.connection import HostSpec
 from pytest_kvmio.facts.host import Assumptions
+from pytest_kvmio.facts.saved import SavedFacts
 from pytest_kvmio.files.inifile import IniFile, find_inifile
 from pytest_kvmio.settings import DEFAULTS, SETTINGS, resolve, setting
 
@@ -46,9 +47,13 @@ class RunConfig:
     fio_ramp_time: int | None = None
     scratch_serial: str = DEFAULTS["scratch_serial"]
     fail_inconclusive: bool = False
+    #: The results history's URL (--kvmio-history, KVMIO_HISTORY, ini kvmio_history): every perf measurement goes there.
+    history: str | None = None
     domains: tuple[str, ...] = ()
     domain_xml: tuple[str, ...] = ()
     assume: Assumptions = Assumptions()
+    #: Saved host facts (`--host-facts FILE`, repeatable) that offline lint judges the files against.
+    host_facts: tuple[SavedFacts, ...] = ()
     fio_results: str | None = None
     rules: tuple[str, ...] = ()
     perf_results: str | None = None
@@ -147,9 +152,11 @@ class RunConfig:
             fio_ramp_time=value["fio_ramp_time"],
             scratch_serial=str(value["scratch_serial"] or DEFAULTS["scratch_serial"]),
             fail_inconclusive=bool(value["fail_inconclusive"]),
+            history=value["history"],
             domains=tuple(option("kvmio_domains") or ()),
             domain_xml=tuple(option("kvmio_domain_xml") or ()),
             assume=option("kvmio_assume") or Assumptions(),
+            host_facts=distinct_hosts(option("kvmio_host_facts") or ()),
             fio_results=option("kvmio_fio_results"),
             rules=tuple(option("kvmio_rules") or ()),
             perf_results=option("kvmio_perf_results"),
@@ -173,18 +180,38 @@ def _mode(option: Callable[[str], Any]) -> Mode:
     """Decide the mode from the command line; refuse options that contradict each other, naming the fix."""
     given = {name: option(dest) for name, dest in (
         ("--domain-xml", "kvmio_domain_xml"), ("--host", "kvmio_hosts"), ("--assume", "kvmio_assume"),
-        ("--fio-results", "kvmio_fio_results"),
+        ("--fio-results", "kvmio_fio_results"), ("--host-facts", "kvmio_host_facts"),
     )}
     if given["--domain-xml"] and given["--host"]:
         raise InputError("--domain-xml lints files offline and --host checks live hosts; pass one of them")
     if given["--assume"] and not given["--domain-xml"]:
         raise InputError("--assume supplies host facts for offline linting; use it with --domain-xml")
+    if given["--host-facts"] and not given["--domain-xml"]:
+        raise InputError("--host-facts judges domain XML files against saved host facts; use it with --domain-xml "
+                         "(a live host is checked with --host)")
+    distinct_hosts(given["--host-facts"] or ())
     if given["--fio-results"]:
         for option_name, does in (("--host", "runs fio on live hosts"), ("--domain-xml", "lints XML files")):
             if given[option_name]:
                 raise InputError(f"--fio-results evaluates fio files offline and {option_name} {does}; pass one of them")
         return "fio_results"
     return "domain_xml" if given["--domain-xml"] else "hosts"
+
+
+def distinct_hosts(saved: Any) -> tuple[SavedFacts, ...]:
+    """Return the --host-facts files, each file once; refuse two files of one host name (their verdicts' targets,
+    `offline@HOST/...`, would be the same)."""
+    files: dict[str, SavedFacts] = {}
+    for facts in saved:
+        files.setdefault(str(Path(facts.path).resolve()), facts)
+    by_host: dict[str, SavedFacts] = {}
+    for facts in files.values():
+        other = by_host.setdefault(facts.host, facts)
+        if other is not facts:
+            raise InputError(f"--host-facts {other.path} and {facts.path}: both hold the facts of host {facts.host!r}; "
+                             f"pass one of them, or save one under another name (kvmio facts save --host HOST "
+                             f"--name NAME)")
+    return tuple(files.values())
 
 
 RUN_CONFIG = pytest.StashKey[RunConfig]()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from pytest_kvmio.errors import InputError
 from pytest_kvmio.facts.connection import HostSpec, parse_host_spec
 from pytest_kvmio.facts.host import ASSUMABLE, Assumptions
+from pytest_kvmio.facts.saved import SavedFacts, load_facts
 from pytest_kvmio.model.versions import Version
 
 _TRUE, _FALSE = ("1", "yes", "true", "on"), ("", "0", "no", "false", "off")
@@ -68,6 +70,14 @@ def _assumed(key: str, value: str) -> Version | int:
 def assumptions(value: str) -> Assumptions:
     """Parse `kernel=6.1,qemu=7.2,libvirt=9.0` (and io_uring_disabled, cpus) into typed facts."""
     return Assumptions(**key_values(value, ASSUMABLE, _assumed))
+
+
+def host_facts_file(value: str) -> SavedFacts:
+    """Read a host facts file written by `kvmio facts save` (`--host-facts`), checked against its schema."""
+    try:
+        return load_facts(value)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def existing_path(value: str) -> str:
@@ -131,6 +141,26 @@ def uri_template(value: str) -> str:
     return raw
 
 
+def history_url(value: str) -> str:
+    """Check a results history URL: sqlite:///PATH (a file, not a directory) or postgresql://... (psycopg 3)."""
+    text = str(value).strip()
+    scheme = text.partition("://")[0] if "://" in text else ""
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        shown = re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", text)
+        raise ValueError(
+            f"{shown!r}: unknown scheme {scheme or '(none)'!r}; expected sqlite:///PATH (e.g. sqlite:///kvmio-history.db) "
+            "or postgresql://USER@HOST/DB"
+        )
+    if scheme == "sqlite":
+        path = text.removeprefix("sqlite:///")
+        if not text.startswith("sqlite:///") or not path:
+            raise ValueError(f"{text!r}: expected sqlite:///PATH (three slashes, then the file: sqlite:///h.db is "
+                             "relative, sqlite:////abs/h.db absolute)")
+        if Path(path).is_dir():
+            raise ValueError(f"{text!r}: {path} is a directory; name a file such as {path.rstrip('/')}/kvmio-history.db")
+    return text
+
+
 def output_file(value: str) -> str:
     """Check a path kvmio will write: not a directory (its parent is created when missing)."""
     if Path(value).is_dir():
@@ -171,6 +201,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("fio_ramp_time", whole_number(0)),
         Setting("scratch_serial", text, ini="string", ini_help="serial glob of disks fio may write to"),
         Setting("fail_inconclusive", flag),
+        Setting("history", history_url, ini="string", ini_help="results history URL: sqlite:///PATH or postgresql://... "
+                "(see --kvmio-history)", flag="--kvmio-history"),
     )
 }
 DEFAULTS: dict[str, Any] = {"scratch_serial": "kvmio-scratch*", "fail_inconclusive": False}

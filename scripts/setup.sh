@@ -12,6 +12,7 @@ APT_PACKAGES=(
   openssh-server openssh-client                                       # the remote path on loopback
   libxml2-utils                                                       # virt-xml-validate
   virtinst                                                            # virt-xml: kvmio fix prints its commands; tests apply them
+  postgresql                                                          # the results history's shared store: tests start a throwaway cluster
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -26,7 +26,8 @@ LAYERS = {
     "pytest_kvmio.runconfig": 2,  # the settings of a run, resolved once, and its mode
     "pytest_kvmio.perf": 3,
     "pytest_kvmio.verdict": 4,  # what a rule is (catalogue) and what a verdict is (record)
-    "pytest_kvmio.fix": 4,  # remedies per rule: the catalogue's applicability, the model and host facts
+    "pytest_kvmio.fix": 4,
+    "pytest_kvmio.history": 4,  # the results history: store, change points, series (beside the catalogue; neither imports the other)  # remedies per rule: the catalogue's applicability, the model and host facts
     "pytest_kvmio.state": 6,
     "pytest_kvmio.report": 7,
     "pytest_kvmio.plugin": 8,  # pytest's glue: hooks, fixtures, markers, options, xdist groups, perf and A/B suites

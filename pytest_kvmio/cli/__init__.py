@@ -1,5 +1,5 @@
 """The `kvmio` command: lab management, fio result inspection, baselines, the rule catalogue, A/B experiments, fixes,
-offline linting."""
+offline linting, the results history."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Any, NoReturn
 from pytest_kvmio import __version__
 from pytest_kvmio.cli import ab as ab_cli
 from pytest_kvmio.cli import baseline as baseline_cli
+from pytest_kvmio.cli import facts as facts_cli
 from pytest_kvmio.cli import fio as fio_cli
 from pytest_kvmio.cli import fix as fix_cli
+from pytest_kvmio.cli import history as history_cli
 from pytest_kvmio.cli import lint as lint_cli
 from pytest_kvmio.cli import rules as rules_cli
 from pytest_kvmio.errors import CommandError, InputError
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab_cli.add_parser(sub)
     fix_cli.add_parser(sub)
     lint_cli.add_parser(sub)
+    facts_cli.add_parser(sub)
+    history_cli.add_parser(sub)
     return parser
 
 

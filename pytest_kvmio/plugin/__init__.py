@@ -13,7 +13,8 @@ from typing import Any, cast
 import pytest
 
 from pytest_kvmio.facts.connection import HostSpec, ansible_host_specs, parse_host_spec
-from pytest_kvmio.facts.host import assumed_facts
+from pytest_kvmio.facts.host import apply_host_facts, assumed_facts
+from pytest_kvmio.facts.saved import as_target
 from pytest_kvmio.facts.targets import (
     OFFLINE_HOST,
     HostTarget,
@@ -23,12 +24,12 @@ from pytest_kvmio.facts.targets import (
     iter_targets,
     load_host,
 )
-from pytest_kvmio.model.domain import DomainXMLError
+from pytest_kvmio.model.domain import Domain, DomainXMLError
 from pytest_kvmio.model.redact import RedactingFilter
-from pytest_kvmio.model.xmlfiles import load_xml_files
+from pytest_kvmio.model.xmlfiles import FileProblem, load_xml_files
 from pytest_kvmio.perf.offline import offline_hosts
 from pytest_kvmio.perf.session import PerfPlugin
-from pytest_kvmio.plugin import fixtures, markers, xdist_groups, xmlproblems
+from pytest_kvmio.plugin import fixtures, historysuite, markers, xdist_groups, xmlproblems
 from pytest_kvmio.plugin.fixtures import guest_or_reason
 from pytest_kvmio.plugin.options import add_options
 from pytest_kvmio.report import cpucost
@@ -70,11 +71,10 @@ def load_targets(config: pytest.Config) -> list[HostTarget]:
             shown = "\n  ".join(p.reason for p in unreadable[:10])
             more = f"\n  ... and {len(unreadable) - 10} more" if len(unreadable) > 10 else ""
             raise pytest.UsageError(f"--domain-xml: no file could be read:\n  {shown}{more}")
-        hosts = [HostTarget(name=OFFLINE_HOST, spec=None, facts=assumed_facts(OFFLINE_HOST, run.assume),
-                            domains=domains, unreadable=unreadable)]
-        hosts[0].leave_out_other_drivers()
+        hosts = offline_targets(run, domains, unreadable)
     else:
-        hosts = [load_host(spec, run.libvirt_uri, _progress(config)) for spec in host_specs(run)]
+        # --domain picks the domains before their XML and images are read: a narrow glob pays for what it selects
+        hosts = [load_host(spec, run.libvirt_uri, _progress(config), run.domains) for spec in host_specs(run)]
         for host in hosts:
             if host.error:
                 _progress(config)(f"kvmio: {host.error}")
@@ -86,6 +86,39 @@ def load_targets(config: pytest.Config) -> list[HostTarget]:
             f"{', '.join(h.name for h in hosts if not h.error)}; check the name or drop the filter"
             + (f" (domains there: {', '.join(names)})" if names else "")
         )
+    return hosts
+
+
+def offline_targets(run: RunConfig, domains: list[Domain], unreadable: list[FileProblem]) -> list[HostTarget]:
+    """Return the offline hosts that judge the --domain-xml files.
+
+    One host, `offline`, judged on --assume or on the one --host-facts file: target ids are the offline ids
+    (`offline/<file>:<domain>/<disk>`). With several --host-facts files, each file's host judges every file, as
+    `offline@HOST` (`offline@hv01/<file>:<domain>/<disk>`), so each verdict says which host's facts judged it.
+    --assume overrides the facts it names in every file. Unreadable files make their error items once.
+    """
+    saved = run.host_facts
+    if len(saved) <= 1:
+        name = OFFLINE_HOST
+        facts = as_target(saved[0], name, run.assume) if saved else assumed_facts(name, run.assume)
+        judged = [(name, facts, domains)]
+    else:
+        judged = []
+        for index, file in enumerate(saved):
+            name = f"{OFFLINE_HOST}@{file.host}"
+            # Each host gets its own Domain objects: images, backends and machine types are the host's.
+            copies = domains if index == 0 else load_xml_files(list(run.domain_xml))[0]
+            for dom in copies:
+                dom.host = name
+            judged.append((name, as_target(file, name, run.assume), copies))
+    hosts = []
+    for index, (name, facts, host_domains) in enumerate(judged):
+        if saved:
+            apply_host_facts(facts, host_domains)
+        host = HostTarget(name=name, spec=None, facts=facts, domains=host_domains,
+                          unreadable=unreadable if index == 0 else [])
+        host.leave_out_other_drivers()
+        hosts.append(host)
     return hosts
 
 
@@ -135,6 +168,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Registered now, after entry-point plugins, so kvmio's `host` wins over pytest-testinfra's.
     config.pluginmanager.register(fixtures, "kvmio-fixtures")
     config.pluginmanager.register(PerfPlugin(config), "kvmio-perf")
+    historysuite.register(config)  # --kvmio-history: every measurement appended, perf-history judged
     config.pluginmanager.register(xdist_groups, "kvmio-xdist-groups")
     state.enrichers = reporting.register(config)  # waivers, the gate, the ticket line, fixes, Allure
     _one_line_per_failure(config)
@@ -382,9 +416,11 @@ def _verdict_facts(item: pytest.Item, target: Target | None) -> dict[str, Any]:
     state = item.config.stash.get(STATE, None)
     if not wanted and not extra and target is not None and state is not None:
         # A target's own facts are the same in each of its items' reports: built once, shared (read-only).
-        found = state.target_facts.get(id(target))
+        # keyed by what the target is (each test function has Target objects of its own for the same disk)
+        key = (id(target.host), id(target.domain), id(target.disk))
+        found = state.target_facts.get(key)
         if found is None:
-            found = state.target_facts[id(target)] = _jsonable(_target_facts(target))
+            found = state.target_facts[key] = _jsonable(_target_facts(target))
         return found  # type: ignore[no-any-return]
     facts = _target_facts(target)
     if wanted:

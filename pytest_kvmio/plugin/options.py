@@ -43,9 +43,19 @@ SHARED: dict[str, dict[str, Any]] = {
         dest="kvmio_fio_ramp_time", type=cli_type(settings.whole_number(0)), default=None, metavar="SECONDS",
         help="override the unmeasured warm-up of every fio profile",
     ),
+    "--host-facts": dict(
+        dest="kvmio_host_facts", action="append", type=cli_type(settings.host_facts_file), default=None, metavar="FILE",
+        help="judge domain XML offline against a host's saved facts (`kvmio facts save`) instead of --assume; "
+        "repeatable: each file's host judges every file",
+    ),
     "--scratch-serial": dict(  # a command option only: pytest reads KVMIO_SCRATCH_SERIAL and ini kvmio_scratch_serial
         dest="kvmio_scratch_serial", default=None, metavar="GLOB",
         help="serial glob of disks fio may write to (default kvmio-scratch*); env KVMIO_SCRATCH_SERIAL",
+    ),
+    "--kvmio-history": dict(
+        dest="kvmio_history", default=None, metavar="URL", type=cli_type(settings.history_url),
+        help="results history: append every perf measurement (sqlite:///PATH, postgresql://USER@HOST/DB); "
+        "env KVMIO_HISTORY, ini kvmio_history",
     ),
 }
 
@@ -75,8 +85,10 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--assume", dest="kvmio_assume", type=cli_type(settings.assumptions), default=None, metavar="FACTS",
-        help="host facts for offline linting, e.g. kernel=6.1,qemu=7.2,libvirt=9.0",
+        help="host facts for offline linting, e.g. kernel=6.1,qemu=7.2,libvirt=9.0 (with --host-facts: overrides "
+        "the facts it names)",
     )
+    add_shared(group.addoption, ("--host-facts",))
     add_shared(group.addoption, ("--guest", "--thresholds"))
     group.addoption(
         "--fio-results", dest="kvmio_fio_results", default=None, metavar="DIR", type=cli_type(settings.existing_path),
@@ -91,6 +103,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--kvmio-perf-results", dest="kvmio_perf_results", default=None, metavar="PATH", type=cli_type(settings.output_file),
         help="write the run's fio samples as perf results JSON (input of `kvmio baseline record --results`)",
     )
+    add_shared(group.addoption, ("--kvmio-history",))
     group.addoption(
         "--waivers", dest="kvmio_waivers", default=None, metavar="FILE", type=cli_type(settings.existing_path),
         help="YAML file of accepted deviations (rule, target glob, justification, expiry)",

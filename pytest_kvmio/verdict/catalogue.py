@@ -166,6 +166,20 @@ def _live_vhost_user(scope: Scope) -> str | None:
     return _vhost_user(scope) or _live_host(scope)
 
 
+def _running_qemu(scope: Scope) -> str | None:
+    target = scope.target
+    if target.host.offline:
+        return "offline lint: no running QEMU to read"
+    if target.domain is not None and not target.domain.running:
+        return "domain not running: no QEMU process"
+    return None
+
+
+def _running_block_disk(scope: Scope) -> str | None:
+    return _running_qemu(scope) or _block_layer(scope.disk) or (
+        None if scope.disk.is_storage else f"{scope.disk.device} without storage")
+
+
 def _has_iothreads(scope: Scope) -> str | None:
     domain = scope.target.domain
     assert domain is not None
@@ -250,6 +264,13 @@ def _perf_baseline(scope: Scope) -> str | None:
     if perf_session.state(scope.config).thresholds.baseline(disk.id, str(profile), str(metric)) is None:
         return f"no {metric} baseline for {profile}"
     return None
+
+
+def _perf_history(scope: Scope) -> str | None:
+    runnable = _perf_runnable(scope)
+    if runnable:
+        return runnable
+    return None if run_config(scope.config).history else "no results history (--kvmio-history URL)"
 
 
 def _ab_requested(scope: Scope) -> str | None:
@@ -359,9 +380,37 @@ RULES: tuple[Rule, ...] = (
          "A vhost-user disk is only as alive as the process behind its socket: without one the domain can't "
          "start and a running guest's I/O hangs.",
          "vhost-user disks on live hosts", "host", _live_vhost_user),
+    Rule("domain-runtime-pinning", "domain", "normal",
+         "every vCPU and IOThread thread runs on exactly the CPUs the live XML pins it to (unpinned: every CPU its "
+         "cgroup allows, or <vcpu cpuset>)",
+         "Threads moved behind libvirt's back (tuned, a hook, a taskset, a narrowed cgroup) run elsewhere than the XML says.",
+         "running domains on live hosts (threads named by QEMU's debug-threads, which libvirt turns on)", "host",
+         _running_qemu,
+         cites="libvirt src/qemu/qemu_command.c qemuBuildNameCommandLine (debug-threads=on); src/qemu/qemu_process.c "
+               "qemuProcessSetupPid (pins, <vcpu cpuset> for unpinned threads); QEMU iothread.c, "
+               "accel/*/…-accel-ops.c (thread names)"),
+    Rule("disk-runtime-settings", "disk", "critical",
+         "aio, cache and discard on QEMU's command line equal the live XML",
+         "The other disk rules judge the XML; this one checks QEMU runs what the XML says, so their verdicts hold.",
+         "disks of running domains on live hosts that QEMU's block layer serves (hotplugged disks: skipped, the command "
+         "line does not hold them)", "host", _running_block_disk,
+         cites="libvirt src/qemu/qemu_block.c (-blockdev: aio, cache.direct, cache.no-flush, discard), qemu_command.c "
+               "qemuBuildDiskDeviceProps (write-cache); QEMU docs/system/qemu-block-drivers.rst (cache modes)"),
+    Rule("domain-pending-restart", "domain", "normal",
+         "the persistent definition does not differ from the running domain in an attribute a storage rule judges",
+         "A definition changed on a running domain (virsh define, kvmio fix --apply) takes effect only at its restart.",
+         "running, persistent domains on live hosts", "host", _running_qemu,
+         cites="libvirt virDomainGetXMLDesc VIR_DOMAIN_XML_INACTIVE (the definition the next start uses)"),
     Rule("guest-scheduler-none", "disk", "normal", "the guest device of a virtio disk uses scheduler `none`",
          "The host already schedules the real device; a guest scheduler on a virtio disk reorders twice.",
          "virtio disks of running domains on live hosts", "guest", _guest_virtio),
+    Rule("guest-scheduler-persistent", "disk", "normal",
+         "a virtio disk's guest scheduler `none` survives a reboot: the kernel's default (more than one hardware "
+         "queue), a udev rule, or a boot script or enabled unit sets it",
+         "A scheduler written by hand lasts until the next reboot; what sets `none` must be part of the guest's boot.",
+         "virtio disks of running domains on live hosts whose guest scheduler is none now", "guest", _guest_virtio,
+         cites="Linux block/elevator.c elevator_get_default (none for more than one hardware queue; elevator= ignored "
+               "by blk-mq); udev(7) rules files and their order; systemd rc-local.service; OpenRC local.d"),
     Rule("guest-queues-active", "disk", "normal",
          "the guest sees as many hardware queues (`/sys/block/DEV/mq/*`) as configured (or QEMU's default)",
          "Queues configured in libvirt help only if the guest driver really opens them.",
@@ -379,6 +428,11 @@ RULES: tuple[Rule, ...] = (
     Rule("perf-host-cpu", "disk", "normal", "host CPU µs per I/O of QEMU (and of a vhost-user disk's backend) within the class's bound (else reported)",
          "CPU the hypervisor spends per guest I/O is what io_uring saves over native and threads; bound it per class.",
          "disks with a storage class", "measurement", _perf_class),
+    Rule("perf-history", "disk", "critical",
+         "no change point for the worse beyond the class's tolerance stands in the results history",
+         "A disk that got slower at some run stays flagged until it recovers or the change is accepted: the nightly "
+         "history shows when it happened and what changed in the environment then.",
+         "disks measured in a run with a results history (`--kvmio-history`)", "measurement", _perf_history),
     Rule("ab-expect", "host", "critical",
          "an A/B experiment (`--kvmio-ab`) shows B better than A, or not worse beyond the margin (`--kvmio-ab-expect`)",
          "A storage change ships on evidence: B must beat A, or not be worse than A beyond the margin, with 95% confidence.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping
@@ -90,10 +91,14 @@ def is_rule_failure(call: pytest.CallInfo[Any]) -> bool:
         return True
     if not excinfo.errisinstance(AssertionError):
         return False
-    raised_in = Path(str(excinfo.traceback[-1].path)).resolve() if excinfo.traceback else None
-    if raised_in is None or raised_in.is_relative_to(_SUITES_DIR):
-        return True
-    return not raised_in.is_relative_to(_PACKAGE_DIR)
+    return _rule_file(str(excinfo.traceback[-1].path)) if excinfo.traceback else True
+
+
+@functools.lru_cache(maxsize=256)
+def _rule_file(raised_in: str) -> bool:
+    """Return True for an assertion raised in a file outside kvmio's own code (or in its suites); once per file."""
+    path = Path(raised_in).resolve()
+    return path.is_relative_to(_SUITES_DIR) or not path.is_relative_to(_PACKAGE_DIR)
 
 
 def record_of(report: Any) -> VerdictRecord | None:
