@@ -158,7 +158,10 @@ def guest_disk(disk: Disk, guest: Any, request: pytest.FixtureRequest) -> Any:
     state = _state(request)
     key = disk.domain.id
     if key not in state.guest_disks:
-        state.guest_disks[key] = map_guest_disks(guest, [d for d in disk.domain.disks if d.is_storage])
+        try:
+            state.guest_disks[key] = map_guest_disks(guest, [d for d in disk.domain.disks if d.is_storage])
+        except GuestError as exc:  # the guest (or the daemon behind its agent) went away after it answered
+            raise CouldNotJudge(f"{key}: guest unreachable: {exc}") from None
     found = state.guest_disks[key].get(disk.target)
     if found is None or isinstance(found, Unmapped):
         why = found.reason if found is not None else "not probed"
@@ -171,7 +174,10 @@ def guest_boot(domain: Domain, guest: Any, request: pytest.FixtureRequest) -> An
     """What sets the guest's I/O schedulers at boot (`model.guestboot.BootProbe`), read once per guest."""
     state = _state(request)
     if domain.id not in state.guest_boots:
-        state.guest_boots[domain.id] = read_guest_boot(guest)
+        try:
+            state.guest_boots[domain.id] = read_guest_boot(guest)
+        except GuestError as exc:  # the guest (or the daemon behind its agent) went away after it answered
+            raise CouldNotJudge(f"{domain.id}: guest unreachable: {exc}") from None
     return state.guest_boots[domain.id]
 
 
