@@ -11,7 +11,7 @@ import pytest
 from lxml import etree
 
 from pytest_kvmio.cli import lab as cli
-from pytest_kvmio.lab import manifest, topology, xmlgen
+from pytest_kvmio.lab import manifest, seeds, topology, xmlgen
 from pytest_kvmio.lab.topology import DiskSpec, DomainSpec, ImageSpec, ScsiController
 
 BOOT = xmlgen.GuestBoot(Path("/cache/vmlinuz"), Path("/cache/initrd.gz"), "qemu")
@@ -188,6 +188,26 @@ def test_libvirt_parses_every_defined_domain(spec: DomainSpec, tmp_path: Path) -
     try:
         dom = conn.defineXML(xmlgen.render(spec, BOOT, tmp_path, tmp_path / "c.log", 2223))
         assert dom.name() == spec.name
+    finally:
+        conn.close()
+
+
+def test_a_pending_restart_seed_defined_into_a_stopped_domain_is_found_in_effect(tmp_path: Path) -> None:
+    """A host reboot starts a lab domain from the persistent XML that carries its pending-restart seed: the seed would
+    then be in effect, nothing pending, and `kvmio lab up` must define the domain afresh (seen in CI)."""
+    pinning = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-pinning")
+    assert pinning.pending_restart == (("vdb", "cache", "none"),)
+    pristine = xmlgen.render(pinning, BOOT, tmp_path, tmp_path / "c.log", 2223)
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(pristine)
+        assert seeds.pending_in_effect(dom, pinning) == []
+        root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE).encode())
+        root.xpath("devices/disk[target/@dev='vdb']/driver")[0].set("cache", "none")  # type: ignore[index,union-attr]
+        dom = conn.defineXML(etree.tostring(root, encoding="unicode"))
+        assert seeds.pending_in_effect(dom, pinning) == ["vdb cache='none'"]
+        good = next(d for d in topology.DOMAINS if d.name == "kvmio-lab-good")
+        assert seeds.pending_in_effect(dom, good) == []  # no seed, nothing to find
     finally:
         conn.close()
 

@@ -11,6 +11,7 @@ from typing import Any
 import libvirt
 import pytest
 import testinfra
+from lxml import etree
 
 from pytest_kvmio.facts.host import collect_host_facts
 from pytest_kvmio.lab import seeds
@@ -61,6 +62,33 @@ def test_a_second_lab_up_reapplies_nothing_and_keeps_the_verdicts(pytester: pyte
     again = kvmio("lab", "up", timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "already runs on 0" in again.stdout + again.stderr and "already waits for a restart" in again.stdout + again.stderr
+    _check_seeds(_verdicts(pytester))
+
+
+def test_a_domain_started_from_its_seeded_definition_is_defined_afresh_by_lab_up(pytester: pytest.Pytester) -> None:
+    """A host reboot (how CI found it) or a plain `virsh start` boots kvmio-lab-pinning from the persistent XML that
+    carries its pending-restart seed: cache='none' is then in effect and nothing is pending. `kvmio lab up` must see
+    that, define the domain afresh, boot it and seed it again, so the manifest's verdicts hold."""
+    name = "kvmio-lab-pinning"
+
+    def virsh(*args: str) -> str:
+        return subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True, text=True,
+                              check=True).stdout
+
+    up = None
+    try:
+        virsh("destroy", name)
+        virsh("start", name)
+        live = etree.fromstring(virsh("dumpxml", name).encode())
+        assert live.xpath("devices/disk[target/@dev='vdb']/driver/@cache") == ["none"]  # the seed, in effect
+        up = kvmio("lab", "up", timeout=900)
+        assert up.returncode == 0, up.stderr[-2000:]
+        said = up.stdout + up.stderr
+        assert f"{name} runs with its pending-restart seed (vdb cache='none')" in said and "defining it afresh" in said
+        assert "cache='none' already waits" not in said and "vdb: cache='none' defined" in said, said
+    finally:
+        if up is None or up.returncode != 0:  # leave the shared lab as the manifest says, whatever failed above
+            kvmio("lab", "up", timeout=900)
     _check_seeds(_verdicts(pytester))
 
 

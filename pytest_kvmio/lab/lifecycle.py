@@ -71,7 +71,7 @@ def _remove_domain(dom: libvirt.virDomain) -> None:
 
 
 def _define(
-    conn: libvirt.virConnect, paths: LabPaths, boot: xmlgen.GuestBoot, guest_ports: dict[str, int]
+    conn: libvirt.virConnect, paths: LabPaths, boot: xmlgen.GuestBoot, guest_ports: dict[str, int], progress: Progress
 ) -> tuple[dict[str, str], list[str]]:
     """Define every lab domain whose XML changed; return (xml paths, names (re)defined)."""
     paths.xml.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,12 @@ def _define(
         xml_paths[spec.name] = str(path)
         existing = _lookup(conn, spec.name)
         if existing is not None:
-            if xmlgen.spec_hash(existing.XMLDesc(0)) == xmlgen.spec_hash(xml) and not _drifted(existing, spec, paths):
+            in_effect = seeds.pending_in_effect(existing, spec)
+            if in_effect:
+                state = "runs" if existing.isActive() else "would start"
+                progress.say(f"define: {spec.name} {state} with its pending-restart seed ({', '.join(in_effect)}), "
+                             "so nothing would be pending: defining it afresh")
+            elif xmlgen.spec_hash(existing.XMLDesc(0)) == xmlgen.spec_hash(xml) and not _drifted(existing, spec, paths):
                 continue
             _remove_domain(existing)
         try:
@@ -253,7 +258,7 @@ def _up(args: Any, paths: LabPaths, progress: Progress) -> int:
                 dom.destroy()
     changed: list[str] = []
     with progress.step("define", cleanup=lambda: _undefine_changed(conn, changed)) as info:
-        xml_paths, redefined = _define(conn, paths, boot, guest_ports)
+        xml_paths, redefined = _define(conn, paths, boot, guest_ports, progress)
         changed.extend(redefined)
         info.note = f"{len(redefined)} (re)defined, {len(topology.DOMAINS) - len(redefined)} up to date"
     started: list[str] = []

@@ -48,14 +48,41 @@ def apply(conn: libvirt.virConnect) -> list[str]:
     return notes
 
 
+def _driver(root: etree._Element, target: str) -> etree._Element | None:
+    """Return the <driver> of disk `target` in a domain's XML, None without one."""
+    return next((d.find("driver") for d in root.iterfind("devices/disk")
+                 if d.find(f"target[@dev='{target}']") is not None), None)
+
+
+def pending_in_effect(dom: libvirt.virDomain, spec: topology.DomainSpec) -> list[str]:
+    """Return the pending-restart seeds a domain already runs with, or would start with when stopped.
+
+    A seed lives in the persistent definition only, so it becomes real as soon as the domain starts from that
+    definition: after a host reboot, a crash or a `virsh start`. The lab must then define the domain afresh (and start
+    it again) for the seed to be pending once more; `kvmio lab up` does that in its define step.
+    """
+    if not spec.pending_restart:
+        return []
+    root = etree.fromstring(dom.XMLDesc(0).encode())  # the live XML when running, the persistent one when stopped
+    found = []
+    for target, attribute, value in spec.pending_restart:
+        driver = _driver(root, target)
+        if driver is not None and driver.get(attribute) == value:
+            found.append(f"{target} {attribute}='{value}'")
+    return found
+
+
 def pending_restart(conn: libvirt.virConnect, dom: libvirt.virDomain, target: str, attribute: str, value: str) -> str:
     """Set <driver attribute=value> of disk `target` in the persistent definition of a running domain."""
     flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
     root = etree.fromstring(dom.XMLDesc(flags).encode())
-    driver = next((d.find("driver") for d in root.iterfind("devices/disk")
-                   if d.find(f"target[@dev='{target}']") is not None), None)
+    driver = _driver(root, target)
     if driver is None:
         raise CommandError(f"{dom.name()}: no disk {target} with a <driver> to seed a pending restart on")
+    live = _driver(etree.fromstring(dom.XMLDesc(0).encode()), target)
+    if live is not None and live.get(attribute) == value:
+        raise CommandError(f"{dom.name()}: {target} already runs with {attribute}='{value}', so a restart would change "
+                           "nothing; `kvmio lab up` defines the domain afresh and starts it again when it finds this")
     if driver.get(attribute) == value:
         return f"{dom.name()}/{target}: {attribute}='{value}' already waits for a restart"
     driver.set(attribute, value)
